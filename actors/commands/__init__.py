@@ -1,0 +1,1 @@
+"""Subcommands of the ``ensemble`` CLI, one per file."""

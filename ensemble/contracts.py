@@ -1,0 +1,167 @@
+"""The core contracts: Scorer, Generator, Task, and the values that pass between them.
+
+A consensus round is **propose → score → aggregate → refine → stop?**:
+
+* a :class:`Generator` turns its explicit, picklable *state* into a :class:`Proposal` of candidates;
+* every :class:`Scorer` rates the candidates (higher is better; energy = −score), returning a
+  :class:`ScoreOutput` — and, for differentiable scorers asked for it, the gradient of its scores
+  with respect to the candidates;
+* a ``ScorerEnsemble`` aggregates them into ``Feedback``;
+* the generator refines its state from the feedback with its *update rule* (gradient, token, selection).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+UpdateRule = Literal["gradient", "token", "selection"]
+UPDATE_RULES: tuple[str, ...] = ("gradient", "token", "selection")
+
+
+@dataclass
+class Proposal:
+    """Candidates a generator puts to the scorers in one round.
+
+    Attributes:
+        candidates: what the scorers rate. A list of strings (token rule: prefix + candidate token),
+            a float tensor of shape ``[N, ...]`` (gradient rule: the current samples), or any
+            sequence a task's scorers understand (selection rule: e.g. rendered camera views).
+        need_grad: ask differentiable scorers for d score / d candidates (gradient rule).
+        info: generator-side bookkeeping shown in round records (e.g. which beam a candidate extends).
+    """
+
+    candidates: Any
+    need_grad: bool = False
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.candidates)
+
+
+@dataclass
+class ScoreOutput:
+    """One scorer's answer for one proposal.
+
+    Attributes:
+        scores: float tensor of shape ``[N]``, one per candidate; higher is better.
+        grad: for differentiable scorers asked with ``need_grad``: d(scores[i]) / d(candidates[i]),
+            a tensor shaped like the candidates; otherwise ``None``.
+    """
+
+    scores: Any
+    grad: Any = None
+
+
+class Scorer(ABC):
+    """A pre-trained model that rates candidates for a context; higher is better.
+
+    Subclasses implement :meth:`score`. Every scorer has the same call shape, so the ensemble, the
+    Ray adapters and the contract tests treat them alike. :meth:`ascore` runs :meth:`score` in a
+    worker thread (torch releases the GIL), so in-process scorers are awaited concurrently; remote
+    adapters override it with a real asynchronous call.
+    """
+
+    #: True when :meth:`score` can return gradients with respect to tensor candidates.
+    differentiable: ClassVar[bool] = False
+    #: The candidate modality the scorer understands: "text", "image" or "views".
+    modality: ClassVar[str] = "text"
+
+    @abstractmethod
+    def score(self, context: Any, candidates: Any, *, need_grad: bool = False) -> ScoreOutput:
+        """Rate ``candidates`` for ``context``.
+
+        Args:
+            context: the task's conditioning (a question, a prompt and class, a goal …).
+            candidates: see :class:`Proposal`.
+            need_grad: return gradients of the scores w.r.t. tensor candidates. Scorers that are not
+                differentiable raise ``TypeError`` when asked.
+
+        Returns:
+            A :class:`ScoreOutput` with ``scores`` of shape ``[N]``.
+        """
+
+    async def ascore(self, context: Any, candidates: Any, *, need_grad: bool = False) -> ScoreOutput:
+        """Awaitable :meth:`score`; runs in a worker thread so several scorers overlap."""
+        return await asyncio.to_thread(self.score, context, candidates, need_grad=need_grad)
+
+    def check_grad_request(self, need_grad: bool) -> None:
+        """Raise a clear error when gradients are requested from a non-differentiable scorer."""
+        if need_grad and not self.differentiable:
+            raise TypeError(f"{type(self).__name__} is not differentiable; it cannot serve the gradient rule")
+
+
+class Generator(ABC):
+    """Proposes candidates and refines its state from the scorers' feedback.
+
+    The state of a round is an explicit, picklable value, so any worker can resume it. A generator
+    never holds the scorers: :func:`ensemble.consensus.run_consensus` is the one loop that joins them.
+    """
+
+    #: Which of the three update rules this generator applies: "gradient", "token" or "selection".
+    update_rule: ClassVar[str] = "selection"
+
+    @abstractmethod
+    def init_state(self, context: Any, seed: int) -> Any:
+        """The state before round 0 for ``context``, deterministic in ``seed``."""
+
+    @abstractmethod
+    def propose(self, state: Any, context: Any) -> Proposal:
+        """Candidates for this round."""
+
+    @abstractmethod
+    def refine(self, state: Any, proposal: Proposal, feedback: Any) -> Any:
+        """Apply the update rule; returns the next state (the input state may be reused)."""
+
+    @abstractmethod
+    def is_done(self, state: Any) -> bool:
+        """True once the generator has nothing left to refine (e.g. every beam ended)."""
+
+    @abstractmethod
+    def output(self, state: Any) -> Any:
+        """The result carried by ``state`` (text, image tensor, executed plan …)."""
+
+    def describe(self, state: Any, proposal: Proposal, feedback: Any) -> dict[str, Any]:
+        """Generator-specific facts for the round record (e.g. the token chosen). Optional.
+
+        Called after :meth:`refine` with the refined ``state``, the round's proposal and feedback.
+        """
+        return {}
+
+
+@dataclass
+class Item:
+    """One evaluation item.
+
+    Attributes:
+        id: stable identifier (used to key resumable result files).
+        context: what the generator and the scorers condition on.
+        target: the reference answer for the metric.
+        meta: free-form extras (source dataset, template …).
+    """
+
+    id: str
+    context: Any
+    target: Any = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+class Task(ABC):
+    """Glue only: items from a dataset, the components to use, the answer and the metric."""
+
+    #: Registry name, equal to the file stem.
+    name: ClassVar[str] = ""
+
+    @abstractmethod
+    def items(self, n: int, seed: int, split: str = "test") -> list[Item]:
+        """``n`` evaluation items drawn deterministically from ``seed``."""
+
+    @abstractmethod
+    def answer(self, output: Any, item: Item) -> Any:
+        """Turn a consensus result's output into the task's answer."""
+
+    @abstractmethod
+    def metric(self, answer: Any, item: Item) -> float:
+        """Score an answer against the item's target (1.0 = correct for accuracy tasks)."""

@@ -1,0 +1,347 @@
+"""Causal LM generator with the token-level consensus rule (ZeroCap mechanism) and beam search.
+
+Per generated token, for every live beam:
+
+1. the LM, run on its key/value context plus a learnable delta, gives the next-token distribution p;
+2. the top-k next-token candidates become candidate texts (solution so far + candidate);
+3. each scorer rates them; each scorer's normalised ratings become a target distribution
+   ``softmax(score / temperature)`` over the k candidates;
+4. loss = Σₙ wₙ · CE(targetₙ, p restricted to the k candidates) + fluency · KL(p ‖ p_unshifted);
+   the delta takes a normalised gradient step (one round = one such step);
+5. after ``steps_per_token`` rounds the shifted and unshifted distributions are fused
+   (``p_shift^γ · p_orig^(1−γ)``) and beam search (length-normalised) commits the next token; the
+   shifted context is kept, as in ZeroCap.
+
+An optional ``force_fn`` appends forced text after a commit (e.g. a calculator for ``<<a*b=``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from ensemble.contracts import Generator, Proposal
+from ensemble.generators import kv as kvlib
+
+
+@dataclass
+class TokenConfig:
+    """Knobs of the token-level consensus rule (ZeroCap's values in brackets)."""
+
+    top_k: int = 16
+    """Next-token candidates rated by the scorers per beam per step [512]."""
+    steps_per_token: int = 3
+    """Gradient steps on the context delta per token; each is one scored round [5]."""
+    step_size: float = 0.3
+    """Size of each normalised gradient step on the key/value delta [0.3]."""
+    temperature: float = 1.0
+    """Softmax temperature turning a scorer's (normalised) ratings into its target distribution
+    [0.01 on raw CLIP similarities; 1.0 suits z-scored ratings]."""
+    fluency_weight: float = 0.2
+    """Weight of KL(p_shifted ‖ p_unshifted), which keeps the text fluent [0.2]."""
+    fusion: float = 0.99
+    """γ in p_shift^γ · p_orig^(1−γ) when a token is committed [0.99]."""
+    beam_size: int = 1
+    """Beams kept (1 = greedy on the fused distribution) [5]."""
+    length_penalty: float = 1.0
+    """Beam score = sum log p / length**length_penalty."""
+    rerank_weight: float = 0.0
+    """Optional direct use of the ensemble's last ratings when committing: added (times this weight)
+    to the fused log-probability of the rated candidates. 0 = the paper's mechanism only."""
+    max_new_tokens: int = 128
+    """Budget of generated tokens per beam."""
+    stop_strings: tuple[str, ...] = ()
+    """A beam ends once its text contains any of these."""
+
+    def __post_init__(self) -> None:
+        checks = {
+            "top_k": self.top_k >= 1,
+            "steps_per_token": self.steps_per_token >= 1,
+            "step_size": self.step_size >= 0,
+            "temperature": self.temperature > 0,
+            "fluency_weight": self.fluency_weight >= 0,
+            "fusion": 0.0 <= self.fusion <= 1.0,
+            "beam_size": self.beam_size >= 1,
+            "max_new_tokens": self.max_new_tokens >= 1,
+        }
+        bad = [k for k, ok in checks.items() if not ok]
+        if bad:
+            raise ValueError(
+                f"invalid TokenConfig value(s) {', '.join(f'{k}={getattr(self, k)!r}' for k in bad)}: "
+                "top_k, steps_per_token, beam_size, max_new_tokens >= 1; temperature > 0; "
+                "step_size, fluency_weight >= 0; fusion in [0, 1]"
+            )
+        self.stop_strings = tuple(self.stop_strings)
+
+
+@dataclass
+class Beam:
+    """One hypothesis: generated ids, its context (without ``last``), and its score."""
+
+    ids: list[int]
+    past: kvlib.KV
+    last: int
+    logprob: float = 0.0
+    done: bool = False
+    delta: kvlib.KV | None = None
+    p_orig: torch.Tensor | None = None
+
+    def score(self, length_penalty: float) -> float:
+        """Length-normalised log-probability."""
+        return self.logprob / max(len(self.ids), 1) ** length_penalty
+
+
+@dataclass
+class TokenState:
+    """Picklable state of the token rule: live beams, finished beams and the inner step."""
+
+    beams: list[Beam]
+    finished: list[Beam] = field(default_factory=list)
+    step: int = 0
+    n_tokens: int = 0
+    commits: list[dict[str, Any]] = field(default_factory=list)
+
+
+class CausalLMGenerator(Generator):
+    """Any transformers causal LM as a token-level consensus generator.
+
+    Args:
+        model: a registry/hub/local model name (loaded through ``ensemble.models``) or a loaded model.
+        tokenizer: the tokenizer, when ``model`` is an object.
+        config: a :class:`TokenConfig`; keyword ``overrides`` replace its fields.
+        device: torch device for the model ("cpu", "cuda:0" …).
+        dtype: model dtype (default float32; float16/bfloat16 on GPU).
+        prompt_fn: context → prompt text (default: ``str(context)``).
+        force_fn: solution text → text to force next ("" for none), e.g. a calculator.
+        stop_fn: solution text → True when the beam is complete.
+    """
+
+    update_rule = "token"
+
+    def __init__(
+        self,
+        model: str | Any = "smollm2-135m-instruct",
+        tokenizer: Any = None,
+        config: TokenConfig | None = None,
+        device: str = "cpu",
+        dtype: Any = None,
+        prompt_fn: Callable[[Any], str] | None = None,
+        force_fn: Callable[[str], str] | None = None,
+        stop_fn: Callable[[str], bool] | None = None,
+        **overrides: Any,
+    ) -> None:
+        names = {f.name for f in fields(TokenConfig)}
+        unknown = set(overrides) - names
+        if unknown:
+            raise TypeError(f"unknown option(s) {sorted(unknown)}; TokenConfig fields are {sorted(names)}")
+        base = config or TokenConfig()
+        self.config = TokenConfig(**{**{n: getattr(base, n) for n in names}, **overrides})
+        if isinstance(model, str):
+            from ensemble.models import load_causal_lm
+
+            model, tokenizer = load_causal_lm(model, device=device, dtype=dtype)
+        if tokenizer is None:
+            raise ValueError("a loaded model needs its tokenizer (tokenizer=...)")
+        self.model = model.to(device).eval()
+        self.tokenizer = tokenizer
+        self.device = torch.device(device)
+        self.prompt_fn = prompt_fn or str
+        self.force_fn = force_fn
+        self.stop_fn = stop_fn
+        self.eos_id = tokenizer.eos_token_id
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+
+    # ----------------------------------------------------------------------------- helpers
+    def _ids(self, text: str) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def text(self, ids: list[int]) -> str:
+        """Decode generated ids."""
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+    def _step(self, beam: Beam, delta: kvlib.KV | None) -> tuple[torch.Tensor, kvlib.KV]:
+        """Next-token logits ``[vocab]`` after ``beam.last`` on the (shifted) context."""
+        past = kvlib.add(beam.past, delta) if delta else beam.past
+        ids = torch.tensor([[beam.last]], device=self.device)
+        logits, new = kvlib.forward(self.model, ids, past if past else None)
+        return logits[-1], new
+
+    # ----------------------------------------------------------------------------- contract
+    def init_state(self, context: Any, seed: int) -> TokenState:
+        """Encode the prompt; one beam whose context is the prompt minus its last token."""
+        torch.manual_seed(seed)
+        prompt = self._ids(self.prompt_fn(context))
+        if not prompt:
+            raise ValueError("the prompt encodes to no tokens")
+        past: kvlib.KV = []
+        if len(prompt) > 1:
+            with torch.no_grad():
+                _, past = kvlib.forward(self.model, torch.tensor([prompt[:-1]], device=self.device), None)
+        beam = Beam(ids=[], past=kvlib.detach(past), last=prompt[-1])
+        self._prepare(beam)
+        return TokenState(beams=[beam])
+
+    def _prepare(self, beam: Beam) -> None:
+        """Fresh zero delta and the unshifted distribution for the beam's next token."""
+        with torch.no_grad():
+            logits, _ = self._step(beam, None)
+        beam.p_orig = F.log_softmax(logits, -1)
+        beam.delta = kvlib.zeros_like(beam.past) if beam.past else []
+
+    def propose(self, state: TokenState, context: Any) -> Proposal:
+        """Top-k next tokens of every live beam on its shifted context, as candidate texts."""
+        texts, beam_idx, token_ids = [], [], []
+        for b, beam in enumerate(state.beams):
+            with torch.no_grad():
+                logits, _ = self._step(beam, beam.delta)
+            top = torch.topk(logits, min(self.config.top_k, logits.numel())).indices.tolist()
+            for tok in top:
+                texts.append(self.text(beam.ids + [tok]))
+                beam_idx.append(b)
+                token_ids.append(tok)
+        return Proposal(candidates=texts, info={"beam": beam_idx, "token": token_ids})
+
+    def refine(self, state: TokenState, proposal: Proposal, feedback: Any) -> TokenState:
+        """One gradient step on each beam's context delta; commit a token after the last step."""
+        beam_idx = torch.tensor(proposal.info["beam"])
+        tokens = torch.tensor(proposal.info["token"])
+        for b, beam in enumerate(state.beams):
+            rows = (beam_idx == b).nonzero().flatten()
+            self._delta_step(beam, tokens[rows], {n: s[rows] for n, s in feedback.normalised.items()}, feedback.weights)
+        state.step += 1
+        if state.step >= self.config.steps_per_token:
+            self._commit(state, tokens, beam_idx, feedback.total)
+            state.step = 0
+        return state
+
+    def _delta_step(self, beam: Beam, cand: torch.Tensor, scores: dict[str, torch.Tensor], weights: dict) -> None:
+        cfg = self.config
+        if not beam.delta or cfg.step_size == 0:
+            return
+        delta = [(dk.detach().requires_grad_(True), dv.detach().requires_grad_(True)) for dk, dv in beam.delta]
+        logits, _ = self._step(beam, delta)
+        logp = F.log_softmax(logits, -1)
+        logp_k = F.log_softmax(logits[cand.to(self.device)], -1)
+        loss = torch.zeros((), device=logits.device)
+        for name, s in scores.items():
+            target = F.softmax(s.to(logits.device) / cfg.temperature, -1)
+            loss = loss + weights[name] * -(target * logp_k).sum()
+        loss = loss + cfg.fluency_weight * (logp.exp() * (logp - beam.p_orig)).sum()
+        flat = [t for pair in delta for t in pair]
+        grads = torch.autograd.grad(loss, flat, allow_unused=True)
+        new = []
+        for i in range(0, len(flat), 2):
+            pair = []
+            for t, g in ((flat[i], grads[i]), (flat[i + 1], grads[i + 1])):
+                if g is None:
+                    pair.append(t.detach())
+                else:
+                    pair.append((t - cfg.step_size * g / (g.norm() + 1e-10)).detach())
+            new.append((pair[0], pair[1]))
+        beam.delta = new
+
+    def _commit(self, state: TokenState, tokens: torch.Tensor, beam_idx: torch.Tensor, total: torch.Tensor) -> None:
+        cfg = self.config
+        expansions = []  # (score, logprob, beam index, token, new context)
+        for b, beam in enumerate(state.beams):
+            with torch.no_grad():
+                logits, new_past = self._step(beam, beam.delta)
+            fused = cfg.fusion * F.log_softmax(logits, -1) + (1 - cfg.fusion) * beam.p_orig
+            fused = F.log_softmax(fused, -1)
+            ranking = fused.clone()
+            if cfg.rerank_weight:
+                rows = (beam_idx == b).nonzero().flatten()
+                ranking[tokens[rows].to(ranking.device)] += cfg.rerank_weight * total[rows].to(ranking.device)
+            for tok in torch.topk(ranking, cfg.beam_size).indices.tolist():
+                lp = beam.logprob + float(fused[tok])
+                n = len(beam.ids) + 1
+                rank = (lp + cfg.rerank_weight * float(ranking[tok] - fused[tok])) / n**cfg.length_penalty
+                expansions.append((rank, lp, b, tok, new_past))
+        expansions.sort(key=lambda e: e[0], reverse=True)
+        survivors: list[Beam] = []
+        for _, lp, b, tok, new_past in expansions[: cfg.beam_size]:
+            parent = state.beams[b]
+            beam = Beam(ids=parent.ids + [tok], past=kvlib.detach(new_past), last=tok, logprob=lp)
+            self._force(beam)
+            beam.done = self._finished(beam)
+            if beam.done:
+                state.finished.append(beam)
+            else:
+                self._prepare(beam)
+                survivors.append(beam)
+        state.commits.append({"tokens": [self.tokenizer.decode([e[3]]) for e in expansions[: cfg.beam_size]]})
+        state.beams = survivors
+        state.n_tokens += 1
+        # Keep only as many finished beams as could still win.
+        state.finished.sort(key=lambda x: x.score(cfg.length_penalty), reverse=True)
+        del state.finished[cfg.beam_size :]
+
+    def _force(self, beam: Beam) -> None:
+        if self.force_fn is None or beam.last == self.eos_id:
+            return
+        forced = self.force_fn(self.text(beam.ids))
+        if not forced:
+            return
+        ids = self._ids(forced)
+        if not ids:
+            return
+        with torch.no_grad():
+            _, past = kvlib.forward(self.model, torch.tensor([[beam.last] + ids[:-1]], device=self.device), beam.past)
+        beam.past, beam.last, beam.ids = kvlib.detach(past), ids[-1], beam.ids + ids
+
+    def _finished(self, beam: Beam) -> bool:
+        if beam.last == self.eos_id or len(beam.ids) >= self.config.max_new_tokens:
+            return True
+        text = self.text(beam.ids)
+        if any(s in text for s in self.config.stop_strings):
+            return True
+        return bool(self.stop_fn and self.stop_fn(text))
+
+    def is_done(self, state: TokenState) -> bool:
+        """Done when no beam is live, or the best finished beam beats every live one."""
+        if not state.beams:
+            return True
+        if len(state.finished) >= self.config.beam_size:
+            lp = self.config.length_penalty
+            worst_finished = min(b.score(lp) for b in state.finished)
+            # The usual beam-search heuristic: stop once no live beam currently scores better.
+            return all(b.score(lp) < worst_finished for b in state.beams)
+        return False
+
+    def output(self, state: TokenState) -> str:
+        """Text of the best beam (finished ones first)."""
+        pool = state.finished or state.beams
+        best = max(pool, key=lambda b: b.score(self.config.length_penalty))
+        return self.text(best.ids)
+
+    def describe(self, state: TokenState, proposal: Proposal, feedback: Any) -> dict[str, Any]:
+        """Which token the LM, the ensemble and each scorer preferred; what was committed."""
+        tokens = proposal.info["token"]
+        beams = proposal.info["beam"]
+        first = [i for i, b in enumerate(beams) if b == 0]
+        dec = self.tokenizer.decode
+        info: dict[str, Any] = {"step": (state.step - 1) % self.config.steps_per_token, "n_tokens": state.n_tokens}
+        if first:
+            sl = slice(first[0], first[-1] + 1)
+            info["lm_top"] = dec([tokens[first[0]]])
+            info["ensemble_top"] = dec([tokens[sl.start + int(torch.argmax(feedback.total[sl]))]])
+            info["scorer_top"] = {n: dec([tokens[sl.start + int(torch.argmax(s[sl]))]]) for n, s in feedback.scores.items()}
+        if state.step == 0 and state.commits:
+            info["committed"] = state.commits[-1]["tokens"]
+        return info
+
+    # ----------------------------------------------------------------------------- baseline
+    def generate_plain(self, context: Any, seed: int = 0) -> str:
+        """The LM alone with the same beam search and hooks, no scorers (the baseline)."""
+        state = self.init_state(context, seed)
+        dummy = torch.zeros(0)
+        while not self.is_done(state):
+            for beam in state.beams:
+                beam.delta = []
+            self._commit(state, torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long), dummy)
+        return self.output(state)

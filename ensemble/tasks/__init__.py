@@ -1,0 +1,3 @@
+"""Tasks: glue between datasets, components, answers and metrics. Registry name = file stem."""
+
+from ensemble.registry import TASKS  # noqa: F401
