@@ -29,12 +29,15 @@ class Entry:
         entry_point: ``"module.path:Attribute"``, imported lazily.
         summary: one line shown by ``ensemble … list`` commands.
         defaults: keyword arguments merged under the caller's when the component is built.
+        tiny: keyword arguments that build the component on tiny real models (contract tests and
+            smoke runs use them; every registered component declares them).
     """
 
     name: str
     entry_point: str
     summary: str = ""
     defaults: dict[str, Any] = field(default_factory=dict)
+    tiny: dict[str, Any] | None = None
 
 
 class Registry:
@@ -48,13 +51,15 @@ class Registry:
         self.kind = kind
         self._entries: dict[str, Entry] = {}
 
-    def register(self, name: str, entry_point: str, summary: str = "", **defaults: Any) -> None:
-        """Register ``name`` → ``entry_point``; re-registering the same name is an error."""
+    def register(
+        self, name: str, entry_point: str, summary: str = "", tiny: dict[str, Any] | None = None, **defaults: Any
+    ) -> None:
+        """Register ``name`` → ``entry_point``; re-registering the same name elsewhere is an error."""
         if ":" not in entry_point:
             raise ValueError(f"entry point {entry_point!r} must look like 'package.module:Attribute'")
         if name in self._entries and self._entries[name].entry_point != entry_point:
             raise ValueError(f"{self.kind} {name!r} is already registered to {self._entries[name].entry_point}")
-        self._entries[name] = Entry(name, entry_point, summary, dict(defaults))
+        self._entries[name] = Entry(name, entry_point, summary, dict(defaults), tiny)
 
     def names(self) -> list[str]:
         """All registered names, sorted."""
@@ -88,6 +93,13 @@ class Registry:
         """Build the component ``name`` with the entry's defaults overridden by ``kwargs``."""
         entry = self.entry(name)
         return self.load(name)(**{**entry.defaults, **kwargs})
+
+    def make_tiny(self, name: str, **kwargs: Any) -> Any:
+        """Build ``name`` on tiny real models (its registered ``tiny`` arguments)."""
+        entry = self.entry(name)
+        if entry.tiny is None:
+            raise ValueError(f"{self.kind} {name!r} registers no tiny configuration (tiny={{...}})")
+        return self.make(name, **{**entry.tiny, **kwargs})
 
 
 SCORERS = Registry("scorer")

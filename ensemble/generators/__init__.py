@@ -2,6 +2,6 @@
 
 from ensemble.registry import GENERATORS
 
-GENERATORS.register("causal_lm", "ensemble.generators.causal_lm:CausalLMGenerator", "causal LM, token-level consensus (ZeroCap) + beam search")
-GENERATORS.register("gradient", "ensemble.generators.gradient:GradientGenerator", "free tensor moved by the summed scorer gradients")
-GENERATORS.register("sampling", "ensemble.generators.sampling:SamplingGenerator", "random shooting / CEM; executes the argmin of the summed energy")
+GENERATORS.register("causal_lm", "ensemble.generators.causal_lm:CausalLMGenerator", "causal LM, token-level consensus (ZeroCap) + beam search", tiny={"model": "tiny-causal-lm", "max_new_tokens": 4, "top_k": 4, "steps_per_token": 2, "beam_size": 2})
+GENERATORS.register("gradient", "ensemble.generators.gradient:GradientGenerator", "free tensor moved by the summed scorer gradients", tiny={"shape": (2, 2), "steps": 3})
+GENERATORS.register("sampling", "ensemble.generators.sampling:SamplingGenerator", "random shooting / CEM; executes the argmin of the summed energy", tiny={"dim": 2, "n_candidates": 8, "rounds": 3})
