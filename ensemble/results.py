@@ -8,6 +8,7 @@ kill is dropped when the file is reopened.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -78,15 +79,24 @@ class ResultsFile:
         return len(self._keys)
 
     def append(self, row: dict[str, Any]) -> bool:
-        """Append ``row`` unless its key is already present; returns True when written."""
+        """Append ``row`` unless its key is already present; returns True when written.
+
+        Safe across processes: the check and the write happen under an exclusive lock, after
+        re-reading the keys other writers may have added.
+        """
         key = self.key_of(row)
         if key in self._keys:
             return False
         line = json.dumps(row, default=str) + "\n"
-        with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(line)
-            fh.flush()
-            os.fsync(fh.fileno())
+        with open(self.path.with_name(self.path.name + ".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            self._keys |= {self.key_of(r) for r in self._read()}
+            if key in self._keys:
+                return False
+            with open(self.path, "a", encoding="utf-8") as fh:
+                fh.write(line)
+                fh.flush()
+                os.fsync(fh.fileno())
         self._keys.add(key)
         return True
 

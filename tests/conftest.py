@@ -54,3 +54,34 @@ def _no_ray_outside_ray_tier(request: pytest.FixtureRequest, monkeypatch: pytest
         raise RuntimeError("ray.init() called in a unit-tier test; mark the test @pytest.mark.ray")
 
     monkeypatch.setattr(ray, "init", _refuse)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One private local Ray cluster per test session (``ray`` tier), owned by this process.
+
+    Loopback only (node IP 127.0.0.1), free non-default ports, a private temp dir, token
+    authentication on, a dashboard for the jobs API. ``tests/`` is on the workers' ``PYTHONPATH`` so
+    test-only components (``ray_toy``) can be built remotely. At the end: ``ray.shutdown()``, then
+    the cluster's owning process is terminated by its pid (never ``ray stop``).
+    """
+    import ray
+
+    from actors.local_cluster import LocalCluster
+
+    tests_dir = os.path.dirname(os.path.abspath(__file__))
+    pythonpath = os.pathsep.join(p for p in (tests_dir, os.environ.get("PYTHONPATH", "")) if p)
+    cluster = LocalCluster(num_cpus=8, extra_env={"PYTHONPATH": pythonpath}).start()
+    saved = {k: os.environ.get(k) for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")}
+    cluster.use_in_this_process()
+    try:
+        ray.init(address=cluster.address, log_to_driver=False, namespace="ic-tests")
+        yield cluster
+    finally:
+        ray.shutdown()
+        cluster.cleanup()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

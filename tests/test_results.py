@@ -17,3 +17,12 @@ def test_append_is_idempotent_and_survives_a_cut_line(tmp_path):
     assert again.append({"item_id": "b", "config_hash": h, "seed": 0, "correct": 1})
     assert len(ResultsFile(path).rows()) == 3
     assert config_hash({"a": 1, "b": 2}) == config_hash({"b": 2, "a": 1}) != config_hash({"a": 2, "b": 2})
+
+
+def test_two_writers_never_duplicate(tmp_path):
+    path = tmp_path / "r.jsonl"
+    first, second = ResultsFile(path), ResultsFile(path)  # both opened before either writes
+    row = {"item_id": "x", "config_hash": "h", "seed": 0}
+    assert first.append(row)
+    assert not second.append(dict(row, other=1))
+    assert len(ResultsFile(path).rows()) == 1
