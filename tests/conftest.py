@@ -10,9 +10,15 @@ Pick tiers with ``-m``: ``pytest -m "not slow and not ray"`` is the fast tier.
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import pytest
+
+# Mesa's software EGL (llvmpipe, used by MuJoCo's renderer) and triton (imported by torchvision) each
+# load LLVM; importing triton after a MuJoCo renderer exists segfaults. Importing it first is safe.
+with contextlib.suppress(ImportError):
+    import torchvision.ops  # noqa: F401
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

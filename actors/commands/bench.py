@@ -23,8 +23,14 @@ from actors.table import markdown_table
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("bench", help="benchmarks (ray: the actor runtime vs in-process)")
-    p.add_argument("target", choices=("ray",), help="what to benchmark")
+    bench = sub.add_parser("bench", help="benchmarks measured side by side (ray, robot)")
+    targets = bench.add_subparsers(dest="target", metavar="TARGET", required=True)
+    from actors import bench_robot
+
+    rp = targets.add_parser("robot", help="MPC rollout throughput: 2 environment actors vs 1")
+    bench_robot.add_arguments(rp)
+    rp.set_defaults(func=bench_robot.run)
+    p = targets.add_parser("ray", help="the actor runtime vs in-process: parallel round, batching, overhead")
     p.add_argument("--scorers", type=int, default=2, help="(a) equal-cost scorers per round")
     p.add_argument("--cost", type=float, default=0.2, help="(a) seconds per scorer call")
     p.add_argument("--loops", type=int, default=16, help="(b) concurrent consensus loops")

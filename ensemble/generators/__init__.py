@@ -5,3 +5,4 @@ from ensemble.registry import GENERATORS
 GENERATORS.register("causal_lm", "ensemble.generators.causal_lm:CausalLMGenerator", "causal LM, token-level consensus (ZeroCap) + beam search", tiny={"model": "tiny-causal-lm", "max_new_tokens": 4, "top_k": 4, "steps_per_token": 2, "beam_size": 2})
 GENERATORS.register("gradient", "ensemble.generators.gradient:GradientGenerator", "free tensor moved by the summed scorer gradients", tiny={"shape": (2, 2), "steps": 3})
 GENERATORS.register("sampling", "ensemble.generators.sampling:SamplingGenerator", "random shooting / CEM; executes the argmin of the summed energy", tiny={"dim": 2, "n_candidates": 8, "rounds": 3})
+GENERATORS.register("mpc", "ensemble.generators.mpc:MPCGenerator", "MPC over a world model: random shooting / CEM over pick-and-place plans", tiny={"n_candidates": 6, "iterations": 2, "max_steps": 2, "env_kwargs": {"width": 32, "height": 32}})

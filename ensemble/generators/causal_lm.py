@@ -34,6 +34,10 @@ class TokenConfig:
 
     top_k: int = 16
     """Next-token candidates rated by the scorers per beam per step [512]."""
+    min_p: float = 0.0
+    """Drop candidates whose LM probability is below ``min_p`` × the top token's (the top token always
+    stays), so the scorers choose only among tokens the LM finds plausible — where a small LM is
+    unsure, e.g. the digits of a number. 0 keeps all ``top_k``."""
     steps_per_token: int = 3
     """Gradient steps on the context delta per token; each is one scored round [5]."""
     step_size: float = 0.3
@@ -41,10 +45,22 @@ class TokenConfig:
     temperature: float = 1.0
     """Softmax temperature turning a scorer's (normalised) ratings into its target distribution
     [0.01 on raw CLIP similarities; 1.0 suits z-scored ratings]."""
+    target_prior: bool = True
+    """Multiply each scorer's target by the LM's own top-k distribution (``softmax(log p_k + s/T)``, a
+    posterior), so a scorer without a preference pulls nowhere and a small LM is not flattened. False
+    gives ZeroCap's target ``softmax(s/T)``."""
     fluency_weight: float = 0.2
     """Weight of KL(p_shifted ‖ p_unshifted), which keeps the text fluent [0.2]."""
     fusion: float = 0.99
     """γ in p_shift^γ · p_orig^(1−γ) when a token is committed [0.99]."""
+    keep_shift: bool = False
+    """Keep the shifted key/value context after a commit, as ZeroCap does (shifts accumulate over
+    tokens). False re-encodes the committed token on the unshifted context: the scorers choose the
+    token, but the context stays the LM's own, which keeps a small LM fluent."""
+    skip_confident: bool = True
+    """With one beam, commit a token without asking the scorers when the LM leaves a single candidate
+    (after ``min_p``): a one-candidate target has no gradient, so the round would change nothing but
+    cost a scoring call, a forward and a backward. Most tokens of a solution are such tokens."""
     beam_size: int = 1
     """Beams kept (1 = greedy on the fused distribution) [5]."""
     length_penalty: float = 1.0
@@ -65,6 +81,7 @@ class TokenConfig:
             "temperature": self.temperature > 0,
             "fluency_weight": self.fluency_weight >= 0,
             "fusion": 0.0 <= self.fusion <= 1.0,
+            "min_p": 0.0 <= self.min_p < 1.0,
             "beam_size": self.beam_size >= 1,
             "max_new_tokens": self.max_new_tokens >= 1,
         }
@@ -73,7 +90,7 @@ class TokenConfig:
             raise ValueError(
                 f"invalid TokenConfig value(s) {', '.join(f'{k}={getattr(self, k)!r}' for k in bad)}: "
                 "top_k, steps_per_token, beam_size, max_new_tokens >= 1; temperature > 0; "
-                "step_size, fluency_weight >= 0; fusion in [0, 1]"
+                "step_size, fluency_weight >= 0; fusion in [0, 1]; min_p in [0, 1)"
             )
         self.stop_strings = tuple(self.stop_strings)
 
@@ -89,6 +106,10 @@ class Beam:
     done: bool = False
     delta: kvlib.KV | None = None
     p_orig: torch.Tensor | None = None
+    next_past: kvlib.KV | None = None
+
+    # ``delta`` None means a zero shift: ``p_orig`` and ``next_past`` (the unshifted context after
+    # ``last``) then stand for a forward pass, so the LM alone costs one forward per token.
 
     def score(self, length_penalty: float) -> float:
         """Length-normalised log-probability."""
@@ -184,22 +205,63 @@ class CausalLMGenerator(Generator):
                 _, past = kvlib.forward(self.model, torch.tensor([prompt[:-1]], device=self.device), None)
         beam = Beam(ids=[], past=kvlib.detach(past), last=prompt[-1])
         self._prepare(beam)
-        return TokenState(beams=[beam])
+        state = TokenState(beams=[beam])
+        self._fast_forward(state)
+        return state
 
     def _prepare(self, beam: Beam) -> None:
-        """Fresh zero delta and the unshifted distribution for the beam's next token."""
+        """Zero delta, the unshifted distribution for the beam's next token and the context after it."""
         with torch.no_grad():
-            logits, _ = self._step(beam, None)
+            logits, new = self._step(beam, None)
         beam.p_orig = F.log_softmax(logits, -1)
-        beam.delta = kvlib.zeros_like(beam.past) if beam.past else []
+        beam.next_past = kvlib.detach(new)
+        beam.delta = None
+
+    def _shifted(self, beam: Beam) -> tuple[torch.Tensor, kvlib.KV]:
+        """Next-token log-probabilities ``[vocab]`` and the extended context, on the shifted context."""
+        if beam.delta is None:
+            return beam.p_orig, beam.next_past
+        with torch.no_grad():
+            logits, new = self._step(beam, beam.delta)
+        return F.log_softmax(logits, -1), new
+
+    def _candidates(self, logits: torch.Tensor) -> list[int]:
+        """The top-k next tokens of ``logits`` that pass ``min_p``."""
+        values, indices = torch.topk(logits, min(self.config.top_k, logits.numel()))
+        if self.config.min_p > 0:
+            keep = values >= values[0] + torch.log(torch.tensor(self.config.min_p))
+            indices = indices[keep]
+        return indices.tolist()
+
+    def _fast_forward(self, state: TokenState) -> None:
+        """With one live beam (and ``skip_confident``), commit tokens the LM is sure of directly."""
+        cfg = self.config
+        if not cfg.skip_confident or cfg.beam_size != 1:
+            return
+        while len(state.beams) == 1 and state.beams[0].delta is None:
+            beam = state.beams[0]
+            top = self._candidates(beam.p_orig)
+            if len(top) != 1:
+                return
+            tok = top[0]
+            new = Beam(ids=beam.ids + [tok], past=beam.next_past, last=tok, logprob=beam.logprob + float(beam.p_orig[tok]))
+            self._force(new)
+            new.done = self._finished(new)
+            state.n_tokens += 1
+            state.commits.append({"tokens": [self.tokenizer.decode([tok])], "confident": True})
+            if new.done:
+                state.finished.append(new)
+                state.beams = []
+                return
+            self._prepare(new)
+            state.beams = [new]
 
     def propose(self, state: TokenState, context: Any) -> Proposal:
         """Top-k next tokens of every live beam on its shifted context, as candidate texts."""
         texts, beam_idx, token_ids = [], [], []
         for b, beam in enumerate(state.beams):
-            with torch.no_grad():
-                logits, _ = self._step(beam, beam.delta)
-            top = torch.topk(logits, min(self.config.top_k, logits.numel())).indices.tolist()
+            logits, _ = self._shifted(beam)
+            top = self._candidates(logits)
             for tok in top:
                 texts.append(self.text(beam.ids + [tok]))
                 beam_idx.append(b)
@@ -221,15 +283,17 @@ class CausalLMGenerator(Generator):
 
     def _delta_step(self, beam: Beam, cand: torch.Tensor, scores: dict[str, torch.Tensor], weights: dict) -> None:
         cfg = self.config
-        if not beam.delta or cfg.step_size == 0:
+        if not beam.past or cfg.step_size == 0:
             return
-        delta = [(dk.detach().requires_grad_(True), dv.detach().requires_grad_(True)) for dk, dv in beam.delta]
+        base = beam.delta if beam.delta is not None else kvlib.zeros_like(beam.past)
+        delta = [(dk.detach().requires_grad_(True), dv.detach().requires_grad_(True)) for dk, dv in base]
         logits, _ = self._step(beam, delta)
         logp = F.log_softmax(logits, -1)
         logp_k = F.log_softmax(logits[cand.to(self.device)], -1)
         loss = torch.zeros((), device=logits.device)
+        prior = logp_k.detach() if cfg.target_prior else torch.zeros_like(logp_k)
         for name, s in scores.items():
-            target = F.softmax(s.to(logits.device) / cfg.temperature, -1)
+            target = F.softmax(prior + s.to(logits.device) / cfg.temperature, -1)
             loss = loss + weights[name] * -(target * logp_k).sum()
         loss = loss + cfg.fluency_weight * (logp.exp() * (logp - beam.p_orig)).sum()
         flat = [t for pair in delta for t in pair]
@@ -249,9 +313,10 @@ class CausalLMGenerator(Generator):
         cfg = self.config
         expansions = []  # (score, logprob, beam index, token, new context)
         for b, beam in enumerate(state.beams):
-            with torch.no_grad():
-                logits, new_past = self._step(beam, beam.delta)
-            fused = cfg.fusion * F.log_softmax(logits, -1) + (1 - cfg.fusion) * beam.p_orig
+            shifted, new_past = self._shifted(beam)
+            if not cfg.keep_shift:
+                new_past = beam.next_past
+            fused = cfg.fusion * shifted + (1 - cfg.fusion) * beam.p_orig
             fused = F.log_softmax(fused, -1)
             ranking = fused.clone()
             if cfg.rerank_weight:
@@ -280,19 +345,19 @@ class CausalLMGenerator(Generator):
         # Keep only as many finished beams as could still win.
         state.finished.sort(key=lambda x: x.score(cfg.length_penalty), reverse=True)
         del state.finished[cfg.beam_size :]
+        self._fast_forward(state)
 
     def _force(self, beam: Beam) -> None:
         if self.force_fn is None or beam.last == self.eos_id:
             return
-        forced = self.force_fn(self.text(beam.ids))
-        if not forced:
-            return
-        ids = self._ids(forced)
-        if not ids:
-            return
-        with torch.no_grad():
-            _, past = kvlib.forward(self.model, torch.tensor([[beam.last] + ids[:-1]], device=self.device), beam.past)
-        beam.past, beam.last, beam.ids = kvlib.detach(past), ids[-1], beam.ids + ids
+        for _ in range(3):  # forced text may itself call for more (e.g. an opened annotation)
+            forced = self.force_fn(self.text(beam.ids))
+            ids = self._ids(forced) if forced else []
+            if not ids:
+                return
+            with torch.no_grad():
+                _, past = kvlib.forward(self.model, torch.tensor([[beam.last] + ids[:-1]], device=self.device), beam.past)
+            beam.past, beam.last, beam.ids = kvlib.detach(past), ids[-1], beam.ids + ids
 
     def _finished(self, beam: Beam) -> bool:
         if beam.last == self.eos_id or len(beam.ids) >= self.config.max_new_tokens:
@@ -332,7 +397,9 @@ class CausalLMGenerator(Generator):
             info["ensemble_top"] = dec([tokens[sl.start + int(torch.argmax(feedback.total[sl]))]])
             info["scorer_top"] = {n: dec([tokens[sl.start + int(torch.argmax(s[sl]))]]) for n, s in feedback.scores.items()}
         if state.step == 0 and state.commits:
-            info["committed"] = state.commits[-1]["tokens"]
+            scored = next((c for c in reversed(state.commits) if not c.get("confident")), None)
+            if scored is not None:
+                info["committed"] = scored["tokens"]
         return info
 
     # ----------------------------------------------------------------------------- baseline
@@ -341,7 +408,5 @@ class CausalLMGenerator(Generator):
         state = self.init_state(context, seed)
         dummy = torch.zeros(0)
         while not self.is_done(state):
-            for beam in state.beams:
-                beam.delta = []
             self._commit(state, torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long), dummy)
         return self.output(state)

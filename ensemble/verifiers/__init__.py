@@ -1,0 +1,1 @@
+"""Verifiers for grade-school math: features, checkpoints and offline training (see ``train``)."""

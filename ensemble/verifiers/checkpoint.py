@@ -1,0 +1,68 @@
+"""Verifier checkpoints: an ordinary directory ``<cache>/checkpoints/<name>/`` with ``config.json`` and
+``model.safetensors``.
+
+``config.json`` names the verifier ``type`` (the scorer registry name), its hyper-parameters and how it
+was trained (seeds, example counts, held-out accuracy), so a checkpoint explains itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+DEFAULT_CHECKPOINTS = {"minilm_verifier": "verifiers/gsm-minilm", "numeric_verifier": "verifiers/gsm-numeric"}
+"""Default checkpoint name of each verifier scorer."""
+
+
+def checkpoint_path(name_or_dir: str | os.PathLike) -> Path:
+    """A checkpoint directory: an existing local directory, else the project checkpoint ``name``.
+
+    Raises:
+        FileNotFoundError: neither exists; the message says how to train it.
+    """
+    path = Path(name_or_dir)
+    if (path / "config.json").is_file():
+        return path
+    from ensemble.models import find_project_checkpoint, project_checkpoint_dir
+
+    found = find_project_checkpoint(str(name_or_dir))
+    if found is None:
+        raise FileNotFoundError(
+            f"no verifier checkpoint {str(name_or_dir)!r} (looked in {project_checkpoint_dir(str(name_or_dir))}); "
+            "train one with `ensemble train verifiers`"
+        )
+    return found
+
+
+def save_checkpoint(name_or_dir: str | os.PathLike, config: dict[str, Any], state: dict[str, Any]) -> Path:
+    """Write ``config.json`` + ``model.safetensors``; a bare name goes to the project cache.
+
+    Returns:
+        The checkpoint directory.
+    """
+    import safetensors.torch
+
+    path = Path(name_or_dir)
+    if not path.is_absolute() and not str(name_or_dir).startswith("."):
+        from ensemble.models import project_checkpoint_dir
+
+        path = project_checkpoint_dir(str(name_or_dir))
+    path.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+    safetensors.torch.save_file(tensors, str(path / "model.safetensors"))
+    (path / "config.json").write_text(json.dumps(config, indent=2, default=str))
+    (path / ".complete").write_text("")
+    return path
+
+
+def load_checkpoint(name_or_dir: str | os.PathLike, expected_type: str) -> tuple[dict[str, Any], dict[str, Any], Path]:
+    """``(config, state dict, directory)`` of a verifier checkpoint of ``expected_type``."""
+    import safetensors.torch
+
+    path = checkpoint_path(name_or_dir)
+    config = json.loads((path / "config.json").read_text())
+    if config.get("type") != expected_type:
+        raise ValueError(f"{path} holds a {config.get('type')!r} checkpoint, not {expected_type!r}")
+    return config, safetensors.torch.load_file(str(path / "model.safetensors")), path

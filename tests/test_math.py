@@ -1,0 +1,263 @@
+"""Grade-school math: calculator, GSM8K scoring, verifiers, the token rule on a tiny LM, resumable eval."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from ensemble import ConsensusConfig, ScoreOutput, Scorer, ScorerEnsemble, run_consensus
+from ensemble.calculator import calculator_force, safe_eval, use_calculator
+from ensemble.data.gsm8k import INVALID_ANS, annotate, extract_answer, is_correct, read_jsonl
+from ensemble.generators.causal_lm import CausalLMGenerator
+from ensemble.tasks.math import MathTask, solution_finished, strip_annotations
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class Prefers(Scorer):
+    """Scores 1 for candidates ending with ``suffix``, else 0 (a verifier with one favourite token)."""
+
+    def __init__(self, suffix: str) -> None:
+        self.suffix = suffix
+
+    def score(self, context, candidates, *, need_grad=False):
+        return ScoreOutput(scores=torch.tensor([float(c.endswith(self.suffix)) for c in candidates]))
+
+
+@pytest.fixture(scope="module")
+def tiny_lm():
+    from ensemble.models.tiny import tiny_causal_lm
+
+    return tiny_causal_lm()
+
+
+# -- calculator and GSM8K scoring --------------------------------------------------------------------
+
+
+def test_calculator_forces_annotation_values_and_refuses_code():
+    assert calculator_force("She has 16-3-4=<<16-3-4=") == "9>>"
+    assert calculator_force("2 boxes 3*8=<<3*8=24>>24 then 1,000/8=<<1,000/8=") == "125>>"
+    assert calculator_force("closed <<3*8=24>>24 =") == ""
+    assert calculator_force("bare 3*8=") == "" and calculator_force("bare 3*8=", bare=True) == "24"
+    assert calculator_force("so 6*23 =", bare=True) == " 138"
+    assert calculator_force("total 5 =", bare=True) == ""  # no operator: nothing to compute
+    assert use_calculator("x <<10/4=") == "2.5"
+    assert safe_eval("__import__('os').system('true')") is None
+    assert safe_eval("2**99999") is None and safe_eval("1/0") is None
+    assert safe_eval("(2+3)*4") == 20.0
+
+
+def test_gsm8k_answer_extraction_and_exact_match(tmp_path):
+    rows = [
+        {"question": "Tom has 3 bags of 4 apples. How many apples?", "answer": "3*4=<<3*4=12>>12\n#### 12"},
+        {"question": "A car costs 1,200 dollars and a bike 300. Total?", "answer": "1200+300=<<1200+300=1500>>1500\n#### 1,500"},
+    ]
+    path = tmp_path / "mini.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    problems = read_jsonl(path)
+    assert [p.answer for p in problems] == ["12", "1500"]  # commas removed, as GSM8K does
+    assert problems[0].id == "mini/1"
+    assert is_correct("... so 1,500 in total\n#### 1,500", problems[1].solution)
+    assert not is_correct("#### 15000", problems[1].solution)
+    assert extract_answer("the answer is 12") == INVALID_ANS
+    assert not is_correct("the answer is 12", problems[0].solution)  # no '#### N': wrong, as in GSM8K
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"question": "q", "answer": "no final answer"}) + "\n")
+    with pytest.raises(ValueError, match=r"bad.jsonl:1.*#### N"):
+        read_jsonl(bad)
+
+
+def test_annotate_wraps_checked_arithmetic_only():
+    text = annotate("He has 35 × 3 = 105 kiwi and 2+2=5 pears.\n#### 105")
+    assert "35 * 3 = <<35*3=105>>105" in text and "<<2+2" not in text
+    assert strip_annotations(text).startswith("He has 35 * 3 = 105 kiwi")
+    assert solution_finished("x\n#### 105\n") and not solution_finished("x\n#### 10")
+
+
+def test_math_task_items_are_seeded_and_splits_disjoint():
+    task = MathTask()
+    a, b = task.items(3, 7), task.items(3, 7)
+    assert [i.id for i in a] == [i.id for i in b] and a[0].context == b[0].context
+    train = task.items(3, 7, split="train")
+    assert not {i.id for i in a} & {i.id for i in train}
+    assert task.metric(task.answer("...\n#### " + a[0].target, a[0]), a[0]) == 1.0
+    with pytest.raises(ValueError, match="reserved for training"):
+        task.items(2, 10**7)
+
+
+# -- the token rule on a tiny real LM ----------------------------------------------------------------
+
+
+def _generator(tiny_lm, **kw):
+    model, tok = tiny_lm
+    return CausalLMGenerator(model, tok, prompt_fn=lambda c: "Question: Tom has 3 apples. Answer:", **kw)
+
+
+def test_token_rule_shifts_distribution_toward_scorer_target_and_records_attribution(tiny_lm):
+    gen = _generator(tiny_lm, top_k=8, steps_per_token=4, step_size=1.0, max_new_tokens=1, target_prior=False)
+    state = gen.init_state(None, seed=0)
+    proposal = gen.propose(state, None)
+    target_tok = proposal.info["token"][5]  # the LM's 6th choice
+    suffix = gen.tokenizer.decode([target_tok])
+    ens = ScorerEnsemble({"fav": Prefers(suffix), "fav2": Prefers(suffix)})
+    beam = state.beams[0]
+    p0 = beam.p_orig[target_tok].exp().item()
+    probs = [p0]
+    for _ in range(3):  # three scored rounds = three gradient steps on the context delta, no commit yet
+        proposal = gen.propose(state, None)
+        feedback = ens.score(None, proposal)
+        state = gen.refine(state, proposal, feedback)
+        shifted, _ = gen._shifted(state.beams[0])
+        probs.append(shifted[target_tok].exp().item())
+    assert all(b > a for a, b in zip(probs, probs[1:], strict=False)), probs  # mass moves toward the target
+    assert probs[-1] > 1.3 * p0 and state.n_tokens == 0
+    info = gen.describe(state, proposal, feedback)
+    assert set(info["scorer_top"]) == {"fav", "fav2"} and info["scorer_top"]["fav"] == suffix
+    assert info["lm_top"] == gen.tokenizer.decode([proposal.info["token"][0]])
+
+
+def test_a_verifier_that_prefers_a_token_changes_the_committed_token(tiny_lm):
+    gen = _generator(tiny_lm, top_k=8, steps_per_token=1, rerank_weight=5.0, max_new_tokens=1)
+    plain = gen.generate_plain(None)
+    state = gen.init_state(None, 0)
+    cand = gen.propose(state, None)
+    wanted = gen.tokenizer.decode([cand.info["token"][3]])
+    assert wanted != plain
+    res = run_consensus(gen, ScorerEnsemble({"v": Prefers(wanted)}), None, ConsensusConfig(max_rounds=5))
+    assert res.output == wanted
+    assert res.rounds[-1].info["committed"] == [wanted] and res.rounds[-1].info["scorer_top"]["v"] == wanted
+
+
+def test_beam_search_and_calculator_forcing_with_tiny_lm(tiny_lm):
+    # the first committed token is followed by a forced open annotation; the calculator closes it
+    force = lambda text: calculator_force(text) or (" <<3*8=" if "<<" not in text else "")  # noqa: E731
+    gen = _generator(tiny_lm, top_k=4, steps_per_token=1, max_new_tokens=4, beam_size=3, force_fn=force)
+    out = gen.generate_plain(None)
+    assert "<<3*8=24>>" in out
+
+
+# -- verifiers ---------------------------------------------------------------------------------------
+
+
+def test_numeric_verifier_trains_and_prefers_reference_over_perturbation(tmp_path):
+    from ensemble.scorers.numeric_verifier import NumericVerifier
+    from ensemble.verifiers.train import TrainConfig, train_verifiers
+
+    cfg = TrainConfig(n_problems=60, epochs=15, names={"numeric_verifier": str(tmp_path / "num"), "minilm_verifier": "x"})
+    report = train_verifiers(cfg, ["numeric_verifier"], log=lambda m: None)
+    assert report["numeric_verifier"]["held_out_acc"] > 0.65
+    scorer = NumericVerifier(tmp_path / "num")
+    item = MathTask().items(1, 3)[0]
+    ref = item.meta["solution"]
+    wrong = ref.replace(f"#### {item.target}", "#### 9" + item.target)
+    out = scorer.score(item.context, [ref, wrong])
+    assert out.scores[0] > out.scores[1]
+
+
+def test_minilm_verifier_with_tiny_encoder(tmp_path):
+    from ensemble.models import load_text_encoder
+    from ensemble.scorers.minilm_verifier import MiniLMVerifier, TextEmbedder
+    from ensemble.verifiers.train import TrainConfig, train_verifiers
+
+    embedder = TextEmbedder(*load_text_encoder("tiny-text-encoder"))
+    cfg = TrainConfig(n_problems=20, epochs=2, names={"minilm_verifier": str(tmp_path / "m"), "numeric_verifier": "x"})
+    train_verifiers(cfg, ["minilm_verifier"], log=lambda m: None, embedder=embedder)
+    scorer = MiniLMVerifier(tmp_path / "m", embedder=embedder)
+    out = scorer.score({"question": "Tom has 3 apples."}, ["He has 3", "He has 4", ""])
+    assert out.scores.shape == (3,) and torch.isfinite(out.scores).all() and (out.scores <= 0).all()
+
+
+# -- resumable evaluation: kill mid-run, rerun, nothing lost or duplicated ---------------------------
+
+
+def _eval_cmd(out: Path, ck: Path, source: Path) -> list[str]:
+    return [sys.executable, "-m", "actors.cli", "eval", "math", "--n", "8", "--source", str(source), "--shots", "0",
+            "--beams", "1",
+            "--systems", "lm,numeric_verifier", "--verifiers", "numeric_verifier", "--checkpoint",
+            f"numeric_verifier={ck}", "--lm", "tiny-causal-lm", "--max-new-tokens", "12", "--out", str(out),
+            "--no-progress", "--threads", "1"]
+
+
+def test_eval_killed_mid_run_resumes_without_repeats_or_losses(tmp_path):
+    from ensemble.results import ResultsFile
+    from ensemble.verifiers.train import TrainConfig, train_verifiers
+
+    ck = tmp_path / "num"
+    train_verifiers(TrainConfig(n_problems=20, epochs=2, names={"numeric_verifier": str(ck), "minilm_verifier": "x"}),
+                    ["numeric_verifier"], log=lambda m: None)
+    out = tmp_path / "res.jsonl"
+    source = tmp_path / "mini.jsonl"
+    source.write_text("".join(json.dumps({"question": f"Tom has {i} apples and gets 2 more. How many?",
+                                          "answer": f"{i}+2=<<{i}+2={i + 2}>>{i + 2}\n#### {i + 2}"}) + "\n"
+                              for i in range(8)))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(_eval_cmd(out, ck, source), cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while time.time() < deadline and (not out.exists() or len(out.read_text().splitlines()) < 3):
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = len(ResultsFile(out))
+    assert 3 <= done_before < 16, "the run was not killed mid-way"
+    subprocess.run(_eval_cmd(out, ck, source), cwd=ROOT, env=env, check=True, capture_output=True)
+    lines = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
+    keys = [ResultsFile.key_of(r) for r in lines]
+    assert len(keys) == len(set(keys)) == 16  # 8 problems x 2 systems: none twice, none lost
+    assert (tmp_path / "res.jsonl.md").read_text().count("| lm ") == 1
+
+
+# -- slow tier: the real offline LM and trained verifiers --------------------------------------------
+
+
+def _degenerate(text: str) -> bool:
+    """True when one short piece repeats back to back many times (e.g. ``*8*8*8*8…``)."""
+    import re
+
+    return bool(re.search(r"(.{1,6}?)\1{5,}", text))
+
+
+@pytest.mark.slow
+def test_smollm2_with_trained_verifiers_on_a_few_problems():
+    from ensemble.evaluation import EvalSpec, MathEvaluator
+    from ensemble.verifiers.checkpoint import DEFAULT_CHECKPOINTS, checkpoint_path
+    from ensemble.verifiers.data import perturb
+
+    try:
+        for name in DEFAULT_CHECKPOINTS.values():
+            checkpoint_path(name)
+    except FileNotFoundError as err:
+        pytest.skip(str(err))
+    import random
+
+    t0 = time.perf_counter()
+    torch.set_num_threads(2)
+    ev = MathEvaluator(EvalSpec(token={"top_k": 8, "min_p": 0.1, "steps_per_token": 1, "max_new_tokens": 48}))
+    items = MathTask().items(3, 0, split="train")
+    rng = random.Random(0)
+    # each trained verifier rates the reference above three perturbed (wrong) versions, mostly
+    wins = {n: 0 for n in ev.scorers}
+    for item in items:
+        ref, rows = item.meta["solution"], []
+        for _ in range(3):
+            res = perturb(ref, item.context["question"], rng)
+            if res:
+                rows.append(res[0])
+        for name, sc in ev.scorers.items():
+            s = sc.score(item.context, [ref, *rows]).scores
+            wins[name] += int(s[0] >= s[1:].max())
+    assert all(w >= 2 for w in wins.values()), wins
+    for item in items[:2]:
+        plain = ev.solve(item, "lm", 1)
+        assert "=" in plain["output"] and plain["tokens"] > 5 and not _degenerate(plain["output"])
+        guided = ev.solve(item, "ensemble", 1)
+        assert 1 <= guided["rounds"] <= guided["tokens"] and set(guided["moved"]) == set(DEFAULT_CHECKPOINTS)
+        assert not _degenerate(guided["output"]), guided["output"]
+    assert time.perf_counter() - t0 < 180

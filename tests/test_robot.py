@@ -1,0 +1,168 @@
+"""Robot manipulation (unit tier): world model, per-view relation scorers, segmenters, MPC, task."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from ensemble.aggregate import ScorerEnsemble
+from ensemble.config import ConsensusConfig
+from ensemble.consensus import run_consensus
+from ensemble.generators.mpc import MPCGenerator
+from ensemble.scorers.oracle_relations import OracleRelationsScorer
+from ensemble.scorers.view_relations import ViewRelationsScorer
+from ensemble.segmenters import ColourSegmenter, PretrainedSegmenter, SimulatorSegmenter
+from ensemble.spatial import NamedRelation, parse_goal, relation_weights
+from ensemble.world_model import LocalExecutor, SimulatorWorldModel
+
+ENV_ID = "envs:Tabletop-Relations-v0"
+CAMERAS = ("front", "left", "top")
+OBJECTS = ["red bowl", "blue mug", "green mug", "yellow bowl"]
+
+
+@pytest.fixture(scope="module")
+def world() -> SimulatorWorldModel:
+    wm = SimulatorWorldModel(ENV_ID, cameras=CAMERAS)
+    yield wm
+    wm.close()
+
+
+def _arrange(world: SimulatorWorldModel, goal: str, moves: list[tuple[int, float, float]]):
+    """Reset the scene for ``goal`` with OBJECTS, apply ``moves`` (object, x, y), return the outcome."""
+    world.reset(0, options={"goal": goal, "objects": OBJECTS})
+    for move in moves:
+        world.step(np.array(move, dtype=np.float32))
+    return world.outcome("both")
+
+
+# Far corners, so that nothing else is in the way.
+PARK = [(2, -0.27, 0.17), (3, 0.25, 0.15)]
+
+
+def test_parse_goal_and_weights():
+    rels = parse_goal("The red bowl is on top of blue mug; green mug to the left of red bowl.")
+    assert rels == [NamedRelation("on top of", "red bowl", "blue mug"), NamedRelation("left of", "green mug", "red bowl")]
+    stack = parse_goal("a on top of b; b on top of c; a left of d")
+    assert relation_weights(stack) == [1.0, 2.0, 1.0]
+    with pytest.raises(ValueError, match="cannot parse goal phrase"):
+        parse_goal("red bowl near blue mug")
+
+
+@pytest.mark.parametrize(
+    "goal, holds, fails",
+    [
+        ("red bowl left of blue mug", [(0, -0.15, -0.05), (1, 0.15, 0.05)], [(0, 0.15, -0.05), (1, -0.15, 0.05)]),
+        ("red bowl right of blue mug", [(0, 0.15, 0.0), (1, -0.12, 0.0)], [(0, -0.15, 0.0), (1, 0.12, 0.0)]),
+        ("blue mug on top of red bowl", [(0, 0.0, -0.05), (1, 0.0, -0.05)], [(0, -0.12, -0.05), (1, 0.12, 0.05)]),
+    ],
+)
+def test_view_scorer_prefers_the_relation_in_every_view(world, goal, holds, fails):
+    good = _arrange(world, goal, PARK + holds)
+    bad = _arrange(world, goal, PARK + fails)
+    assert good.relations == [True] and bad.relations == [False]
+    for camera in CAMERAS:
+        for segmenter in ("simulator", "colour"):
+            scorer = ViewRelationsScorer(camera, segmenter)
+            scores = scorer.score(goal, [good, bad]).scores
+            assert scores[0] > scores[1], (camera, segmenter, scores)
+
+
+def test_colour_segmenter_agrees_with_simulator(world):
+    colour, sim = ColourSegmenter(), SimulatorSegmenter()
+    ious = []
+    for seed in range(3):
+        world.reset(seed)
+        outcome = world.outcome("both")
+        for camera in CAMERAS:
+            truth, guess = sim.segment(outcome, camera), colour.segment(outcome, camera)
+            for name, mask in truth.items():
+                if mask.sum() >= 10:
+                    other = guess.get(name, np.zeros_like(mask))
+                    ious.append((mask & other).sum() / (mask | other).sum())
+    assert len(ious) >= 20 and float(np.mean(ious)) > 0.75, np.round(ious, 2)
+
+
+def test_oracle_scorer_counts_unsatisfied_relations(world):
+    goal = "red bowl left of blue mug"
+    good = _arrange(world, goal, PARK + [(0, -0.15, 0.0), (1, 0.15, 0.0)])
+    bad = _arrange(world, goal, PARK + [(0, 0.15, 0.0), (1, -0.15, 0.0)])
+    scores = OracleRelationsScorer().score(goal, [good, bad]).scores
+    assert float(scores[0]) == 0.0 and float(scores[1]) < -1.0
+
+
+def test_world_model_rollouts_are_exact_replays(world):
+    world.reset(3)
+    state = world.snapshot()
+    plans = [np.array([[0, 0.1, 0.1]], dtype=np.float32), np.array([[1, -0.2, 0.0]], dtype=np.float32)]
+    first = LocalExecutor(world).rollouts(state, plans, "segmentation")
+    again = LocalExecutor(world).rollouts(state, plans[::-1], "segmentation")[::-1]
+    for a, b in zip(first, again, strict=True):
+        assert all(np.array_equal(a.segmentation[c], b.segmentation[c]) for c in CAMERAS)
+        assert np.array_equal(a.centres, b.centres)
+
+
+def _episode(seed: int, goal: str, **kwargs):
+    gen = MPCGenerator(ENV_ID, {"cameras": CAMERAS, "width": 48, "height": 48}, **kwargs)
+    ensemble = ScorerEnsemble({f"view_{c}": ViewRelationsScorer(c) for c in CAMERAS})
+    try:
+        state0 = gen.init_state(goal, seed)
+        result = run_consensus(gen, ensemble, goal, ConsensusConfig(seed=seed), state=state0)
+    finally:
+        gen.close()
+    return state0, result
+
+
+GOAL = "blue mug on top of red bowl; green mug left of yellow bowl; red bowl right of yellow bowl"
+
+
+def test_mpc_improves_relations():
+    state0, result = _episode(1, {"goal": GOAL, "objects": OBJECTS}, n_candidates=24, iterations=2, max_steps=3)
+    assert sum(result.output["relations"]) > sum(state0.relations)
+    assert result.rounds[0].info["step"] in (0, 1) and len(result.output["actions"]) == result.output["steps"]
+
+
+def test_same_seed_same_episode():
+    kw = {"n_candidates": 8, "iterations": 2, "max_steps": 2}
+    _, a = _episode(5, {"goal": GOAL, "objects": OBJECTS}, **kw)
+    _, b = _episode(5, {"goal": GOAL, "objects": OBJECTS}, **kw)
+    assert a.output == b.output and [r.best for r in a.rounds] == [r.best for r in b.rounds]
+
+
+def test_mpc_state_is_picklable_and_resumable():
+    import pickle
+
+    gen = MPCGenerator(ENV_ID, {"cameras": ("front",), "width": 32, "height": 32}, n_candidates=4, iterations=1, max_steps=1)
+    try:
+        state = gen.init_state("red bowl left of blue mug", 0)
+        again = pickle.loads(pickle.dumps(state))
+        assert np.array_equal(again.env_state, state.env_state) and again.goal == state.goal
+        proposal = gen.propose(again, None)
+        assert len(proposal) == 4 and proposal.candidates[0].cameras == ["front"]
+    finally:
+        gen.close()
+
+
+def test_mpc_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="method"):
+        MPCGenerator(method="gradient")
+    with pytest.raises(ValueError, match="n_candidates"):
+        MPCGenerator(n_candidates=0)
+
+
+def test_pretrained_segmenter_fails_clearly_offline(world):
+    world.reset(0)
+    seg = PretrainedSegmenter("facebook/mask2former-swin-tiny-coco-instance")
+    with pytest.raises(Exception, match="(?i)mask2former"):
+        seg.segment(world.outcome("rgb"), "front")
+
+
+def test_robot_task_items_and_metric():
+    from ensemble.tasks.robot import RobotTask
+
+    task = RobotTask()
+    items = task.items(2, seed=0)
+    assert len(parse_goal(items[0].context["goal"])) == 3
+    assert task.metric(task.answer({"success": True}, items[0]), items[0]) == 1.0
+    assert task.metric(task.answer("", items[0]), items[0]) == 0.0
+    assert torch.is_tensor(ViewRelationsScorer("top").score(items[0].context, []).scores)

@@ -1,0 +1,73 @@
+"""The HTTP endpoint: request validation (unit tier) and a served consensus run (ray tier)."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import pytest
+from pydantic import ValidationError
+
+from actors.serve_schema import ConsensusRequest, ServeLimits, check_size
+
+
+def test_request_validation_names_the_problem():
+    assert ConsensusRequest(context="What is 2+2?").seed == 0
+    with pytest.raises(ValidationError, match="context is empty"):
+        ConsensusRequest(context="  ")
+    with pytest.raises(ValidationError, match="seed"):
+        ConsensusRequest(context="x", seed=-1)
+    with pytest.raises(ValidationError, match="Extra inputs are not permitted"):
+        ConsensusRequest(context="x", temperature=3)
+    big = ConsensusRequest(context="x" * 100)
+    assert "limit is 50" in check_size(big, ServeLimits(max_context_chars=50))
+    with pytest.raises(ValueError, match="must be positive"):
+        ServeLimits(max_queued_requests=0)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.ray
+def test_served_consensus_run_streams_rounds_and_rejects_bad_requests(ray_cluster):
+    import requests
+    from ray import serve
+
+    from actors.commands.serve import preset
+    from actors.runtime import RayRuntime
+    from actors.serve import start
+    from actors.serve_schema import ServeLimits
+
+    runtime = RayRuntime(preset("demo")).start()
+    try:
+        url = start(runtime.coordinators, "127.0.0.1", _free_port(), ServeLimits(max_context_chars=200),
+                    info={"preset": "demo"}, name="test-consensus")
+        assert url.startswith("http://127.0.0.1:")
+        health = requests.get(f"{url}/healthz", timeout=60).json()
+        assert health["coordinators"][0]["ready"] is True
+        resp = requests.post(f"{url}/v1/consensus", json={"context": {"note": "x"}, "seed": 3}, timeout=120)
+        assert resp.status_code == 200, resp.text
+        body = resp.json()
+        assert len(body["rounds"]) == 6 and body["stop_reason"] == "generator_done"
+        assert set(body["rounds"][0]["scorer_energy"]) == {"a", "b"}
+        x, y = body["output"]
+        assert abs(x - 1.0) < 0.6 and abs(y - 1.0) < 0.6  # the consensus of targets (2,0) and (0,2)
+        # Streaming: one line per round as it ends, then the result; same run as above.
+        with requests.post(f"{url}/v1/consensus", json={"context": {"note": "x"}, "seed": 3, "stream": True},
+                           stream=True, timeout=120) as resp:
+            lines = [json.loads(line) for line in resp.iter_lines() if line]
+        assert [ln["round"]["round"] for ln in lines[:-1]] == list(range(6))
+        assert lines[-1]["result"]["output"] == body["output"]
+        # Malformed requests: 4xx with the reason.
+        bad = requests.post(f"{url}/v1/consensus", json={"seed": 1}, timeout=30)
+        assert bad.status_code == 422 and "context" in bad.text
+        bad = requests.post(f"{url}/v1/consensus", json={"context": "q", "seed": "many"}, timeout=30)
+        assert bad.status_code == 422 and "seed" in bad.text
+        big = requests.post(f"{url}/v1/consensus", json={"context": "x" * 500}, timeout=30)
+        assert big.status_code == 413 and "limit is 200" in big.json()["detail"]
+    finally:
+        serve.shutdown()
+        runtime.shutdown()
