@@ -116,7 +116,7 @@ class LocalCluster:
         ]
         log = open(Path(self.temp_dir) / "ray-start.log", "wb")  # noqa: SIM115 - lives with the cluster
         self.proc = subprocess.Popen(cmd, env=self.env(), stdout=log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+                                     start_new_session=True, preexec_fn=_die_with_parent)
         deadline = time.monotonic() + timeout_s
         wanted = [self.port] + ([self.dashboard_port] if self.dashboard else [])
         while not all(_port_open(p) for p in wanted):
@@ -164,3 +164,14 @@ class LocalCluster:
 
     def __exit__(self, *exc: object) -> None:
         self.cleanup()
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: get SIGTERM when the owning process dies (Linux), so a killed test
+    session or driver never leaves its private cluster behind (``ray start --block`` stops on SIGTERM)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: cleanup() remains the way to stop it
+        pass

@@ -205,3 +205,22 @@ def test_math_style_evaluation_is_sharded_and_resumable(ray_cluster, tmp_path):
     again = evaluate_on_ray(spec, items, ["a", "ensemble"], [1], 0, ResultsFile(results.path),
                             solver="ray_toy:ToySolver", progress=None)
     assert again == rows and len(results.path.read_text().splitlines()) == 12
+
+
+@pytest.mark.ray
+def test_private_cluster_dies_with_its_owner(tmp_path):
+    """A driver killed without cleanup leaves no Ray process behind."""
+    script = tmp_path / "owner.py"
+    script.write_text(
+        "import os\n"
+        "from actors.local_cluster import LocalCluster\n"
+        "c = LocalCluster(num_cpus=1, dashboard=False).start()\n"
+        "print(c.proc.pid, flush=True)\n"
+        "os._exit(0)\n"
+    )
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, check=True)
+    pid = int(out.stdout.strip().splitlines()[-1])
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
+        time.sleep(0.5)
+    assert not Path(f"/proc/{pid}").exists(), "the cluster outlived its owner"
