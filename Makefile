@@ -12,8 +12,14 @@ export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER := 0
 install:
 	bash scripts/install.sh
 
+QUESTION ?= A baker makes 12 muffins in the morning and 15 muffins in the afternoon. She sells 20 muffins. How many muffins are left?
+
+# The main job: the math task offline. Trains the two verifiers once (~5 min on 2 cores) if the cache
+# has none, then solves one problem with SmolLM2 guided by the verifier ensemble and shows the rounds.
 demo: install
-	$(VENV)/ensemble demo
+	@$(VENV)/python -c "from ensemble.models import find_project_checkpoint as f; import sys; sys.exit(0 if f('verifiers/gsm-minilm') and f('verifiers/gsm-numeric') else 1)" \
+		|| $(VENV)/ensemble train verifiers --n-problems 400 --lm none --epochs 30
+	$(VENV)/ensemble run math "$(QUESTION)"
 
 lint: install
 	$(VENV)/ruff check .

@@ -78,6 +78,9 @@ def test_scorer_contract(scorer):
 def _ensemble_for(rule: str, modality: str = "vector") -> tuple[ScorerEnsemble, object]:
     if modality == "views":  # MPC: candidates are predicted camera views
         return ScorerEnsemble({"front": SCORERS.make_tiny("view_relations")}), EXAMPLES["views"][0]
+    if modality == "image":  # diffusion: candidates are images, scored by the tiny CLIP and classifier
+        scorers = {"clip": SCORERS.make_tiny("clip"), "classifier": SCORERS.make_tiny("classifier")}
+        return ScorerEnsemble(scorers), EXAMPLES["image"][0]
     if rule == "token":
         return ScorerEnsemble({"verifier": SCORERS.make_tiny("sequence_classifier")}), EXAMPLES["text"][0]["question"]
     return ScorerEnsemble({"a": SCORERS.make("quadratic", target=[1.0, 0.0]), "b": SCORERS.make("quadratic", target=[0.0, 1.0])}), None

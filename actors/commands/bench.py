@@ -23,9 +23,13 @@ from actors.table import markdown_table
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    bench = sub.add_parser("bench", help="benchmarks measured side by side (ray, robot)")
+    bench = sub.add_parser("bench", help="benchmarks measured side by side (ray, robot, math)")
     targets = bench.add_subparsers(dest="target", metavar="TARGET", required=True)
-    from actors import bench_robot
+    from actors import bench_math, bench_robot
+
+    mp = targets.add_parser("math", help="consensus decoding vs plain generate: s/problem, tokens/s")
+    bench_math.add_arguments(mp)
+    mp.set_defaults(func=bench_math.run)
 
     rp = targets.add_parser("robot", help="MPC rollout throughput: 2 environment actors vs 1")
     bench_robot.add_arguments(rp)

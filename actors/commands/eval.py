@@ -19,11 +19,14 @@ HEADER = ["system", "beam", "problems", "accuracy %", "s / problem", "tokens / s
 def add_parser(sub: argparse._SubParsersAction) -> None:
     eval_parser = sub.add_parser("eval", help="evaluate systems on a task, resumably, with a Markdown table")
     tasks = eval_parser.add_subparsers(dest="task", metavar="TASK", required=True)
-    from actors import robot_cli
+    from actors import image_cli, robot_cli
 
     rp = tasks.add_parser("robot", help="success rates: 1 view vs N views vs ground truth, random vs CEM")
     robot_cli.add_eval_arguments(rp)
     rp.set_defaults(func=robot_cli.evaluate)
+    ip = tasks.add_parser("image", help="diffusion alone vs + CLIP / + classifier / + CFG / all: accuracy, FID/KID/IS-like")
+    image_cli.add_eval_arguments(ip)
+    ip.set_defaults(func=image_cli.evaluate)
     p = tasks.add_parser("math", help="LM alone vs + each verifier vs + the ensemble, beam 1 and 5")
     p.add_argument("--n", type=int, default=200, help="number of problems")
     p.add_argument("--seed", type=int, default=0, help="evaluation seed (GSM-Symbolic test split)")

@@ -11,11 +11,14 @@ from actors.table import markdown_table
 def add_parser(sub: argparse._SubParsersAction) -> None:
     run_parser = sub.add_parser("run", help="run one task instance and show its consensus rounds")
     tasks = run_parser.add_subparsers(dest="task", metavar="TASK", required=True)
-    from actors import robot_cli
+    from actors import image_cli, robot_cli
 
     rp = tasks.add_parser("robot", help="one tabletop episode toward a goal; saves the camera views")
     robot_cli.add_run_arguments(rp)
     rp.set_defaults(func=robot_cli.run)
+    ip = tasks.add_parser("image", help="sample images for a prompt; prints each scorer's energy per denoising step")
+    image_cli.add_run_arguments(ip)
+    ip.set_defaults(func=image_cli.run)
     p = tasks.add_parser("math", help="solve one word problem with the LM guided by the verifier ensemble")
     p.add_argument("question", help="the word problem")
     p.add_argument("--system", default="ensemble", help="lm, a verifier name, or ensemble (default)")

@@ -6,8 +6,8 @@ import argparse
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train project models offline (math verifiers)")
-    p.add_argument("what", choices=["verifiers"])
+    p = sub.add_parser("train", help="train project models offline (math verifiers, image models)")
+    p.add_argument("what", choices=["verifiers", "image-models"])
     p.add_argument("--only", default="minilm_verifier,numeric_verifier", help="comma-separated verifiers to train")
     p.add_argument("--n-problems", type=int, default=600, help="training problems per verifier")
     p.add_argument("--seed", type=int, default=0, help="training seed (GSM-Symbolic training split)")
@@ -18,10 +18,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--annotations", action="store_true", help="train on <<expr=value>> format solutions")
     p.add_argument("--out", action="append", default=[], metavar="NAME=DIR", help="save a verifier elsewhere")
     p.add_argument("--threads", type=int, default=2)
+    from actors import image_cli
+
+    image_cli.add_train_arguments(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.what == "image-models":
+        from actors import image_cli
+
+        return image_cli.train(args)
     import torch
 
     from ensemble.verifiers.checkpoint import DEFAULT_CHECKPOINTS

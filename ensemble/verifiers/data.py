@@ -109,6 +109,32 @@ def perturbed_examples(problems: Sequence[Problem], render: Callable[[str], str]
     return out
 
 
+def degenerate_examples(problems: Sequence[Problem], render: Callable[[str], str], rng: random.Random,
+                        n_prefixes: int = 2) -> list[Example]:
+    """Run-on text a guided small LM falls into, labelled 0: a reference line repeated back to back,
+    and a solution that keeps talking after its last step without ever giving ``#### N``.
+
+    Without them a verifier trained on references and number perturbations learns that prose without
+    numbers is safe, and steers the LM into repeating a sentence forever.
+    """
+    out = []
+    for p in problems:
+        sol = render(p.solution)
+        lines = [ln for ln in sol.split("\n") if ln.strip() and not ln.startswith("####")]
+        if not lines:
+            continue
+        i = rng.randrange(len(lines))
+        head = "\n".join(lines[: i + 1])
+        looped = head + ("\n" + lines[i]) * rng.choice([1, 2, 3])
+        for end in cut_points(looped, len(head) + 1 + len(lines[i]) // 2, n_prefixes, rng):
+            out.append(Example(p.question, looped[:end], 0, "repeated"))
+        body = "\n".join(lines)
+        rambling = body + "\n" + " ".join(rng.sample(lines, min(2, len(lines)))).replace("=", "and")
+        for end in cut_points(rambling, len(body) + 2, n_prefixes, rng):
+            out.append(Example(p.question, rambling[:end], 0, "run-on"))
+    return out
+
+
 def sample_examples(problems: Sequence[Problem], samples: Sequence[Sequence[str]], rng: random.Random,
                     n_prefixes: int = 3) -> list[Example]:
     """LM samples labelled by GSM8K exact match of their final answer; prefixes from 30 % of the length on."""

@@ -27,6 +27,7 @@ from ensemble.tasks.math import MathTask
 from ensemble.verifiers.checkpoint import DEFAULT_CHECKPOINTS, save_checkpoint
 from ensemble.verifiers.data import (
     Example,
+    degenerate_examples,
     lm_samples,
     perturbed_examples,
     reference_examples,
@@ -77,6 +78,7 @@ def build_examples(problems: Sequence[Problem], task: MathTask, rng: random.Rand
     """References, perturbations and (optionally) LM samples for ``problems``."""
     examples = reference_examples(problems, task.render, rng)
     examples += perturbed_examples(problems, task.render, rng, n_per_problem=n_perturb)
+    examples += degenerate_examples(problems, task.render, rng)
     if samples:
         examples += sample_examples(sample_problems, samples, rng)
     return examples
