@@ -14,11 +14,15 @@ install:
 
 QUESTION ?= A baker makes 12 muffins in the morning and 15 muffins in the afternoon. She sells 20 muffins. How many muffins are left?
 
-# The main job: the math task offline. Trains the two verifiers once (~5 min on 2 cores) if the cache
-# has none, then solves one problem with SmolLM2 guided by the verifier ensemble and shows the rounds.
+# The main job: the math task offline. The first time (~25 min on 2 cores) it fine-tunes SmolLM2-135M on
+# GSM-Symbolic training problems and trains the two verifiers on references, perturbations and the
+# fine-tuned LM's own samples; then it solves one problem with the LM guided by the verifier ensemble
+# and shows the rounds.
 demo: install
+	@$(VENV)/python -c "from ensemble.models import find_project_checkpoint as f; import sys; sys.exit(0 if f('generators/smollm2-gsm') else 1)" \
+		|| $(VENV)/ensemble train generator
 	@$(VENV)/python -c "from ensemble.models import find_project_checkpoint as f; import sys; sys.exit(0 if f('verifiers/gsm-minilm') and f('verifiers/gsm-numeric') else 1)" \
-		|| $(VENV)/ensemble train verifiers --n-problems 400 --lm none --epochs 30
+		|| $(VENV)/ensemble train verifiers
 	$(VENV)/ensemble run math "$(QUESTION)"
 
 lint: install

@@ -28,22 +28,23 @@ class EvalSpec:
     """What to evaluate; crosses process boundaries, models are built where it runs.
 
     Attributes:
-        lm: causal LM name (registry, hub or local).
+        lm: causal LM name (project checkpoint, registry, hub or local); default the fine-tuned generator.
         verifiers: verifier name → scorer constructor kwargs (e.g. ``{"checkpoint": …}``).
         token: :class:`~ensemble.generators.causal_lm.TokenConfig` overrides (beam size is per system).
-        task: :class:`~ensemble.tasks.math.MathTask` kwargs.
+        task: :class:`~ensemble.tasks.math.MathTask` kwargs (default: no worked example in the prompt,
+            as the fine-tuned generator was trained).
         normalisation: per-scorer normalisation of the ensemble (``"zscore"`` suits log-probabilities
             of differently calibrated verifiers).
         device: torch device.
         threads: torch intra-op threads (``None``: leave as is).
     """
 
-    lm: str = "smollm2-135m-instruct"
+    lm: str = "generators/smollm2-gsm"
     verifiers: dict[str, dict[str, Any]] = field(
         default_factory=lambda: {"numeric_verifier": {}, "minilm_verifier": {}}
     )
     token: dict[str, Any] = field(default_factory=dict)
-    task: dict[str, Any] = field(default_factory=dict)
+    task: dict[str, Any] = field(default_factory=lambda: {"shots": 0})
     normalisation: str = "zscore"
     device: str = "cpu"
     threads: int | None = None

@@ -230,11 +230,16 @@ def test_smollm2_with_trained_verifiers_on_a_few_problems():
     from ensemble.verifiers.checkpoint import DEFAULT_CHECKPOINTS, checkpoint_path
     from ensemble.verifiers.data import perturb
 
+    from ensemble.finetune import DEFAULT_NAME
+    from ensemble.models import find_project_checkpoint
+
     try:
         for name in DEFAULT_CHECKPOINTS.values():
             checkpoint_path(name)
     except FileNotFoundError as err:
         pytest.skip(str(err))
+    if find_project_checkpoint(DEFAULT_NAME) is None:
+        pytest.skip(f"no {DEFAULT_NAME} checkpoint: run `ensemble train generator`")
     import random
 
     t0 = time.perf_counter()
@@ -261,3 +266,28 @@ def test_smollm2_with_trained_verifiers_on_a_few_problems():
         assert 1 <= guided["rounds"] <= guided["tokens"] and set(guided["moved"]) == set(DEFAULT_CHECKPOINTS)
         assert not _degenerate(guided["output"]), guided["output"]
     assert time.perf_counter() - t0 < 180
+
+
+def test_numeric_features_check_arithmetic_written_with_units_digit_by_digit():
+    from ensemble.verifiers.numeric_features import (
+        DENSE_NAMES,
+        N_HASH,
+        features,
+        unit_arithmetic,
+        unit_expression_value,
+    )
+
+    assert unit_expression_value("There are 19 girls x 4 boys/girl ") == 76
+    assert unit_expression_value("saves: £715 - £144 ") == 571
+    assert unit_expression_value("$475 * 40% ") == 190
+    assert unit_expression_value("If there were 182 bees, the total is half * 182 bees ") == 91
+    assert unit_expression_value("no arithmetic here 12 ") is None
+    assert unit_arithmetic("19 girls x 4 boys/girl = 76 boys.\n19 girls + 76 boys = 94 kids") == (1, None)
+    assert unit_arithmetic("19 girls x 4 boys/girl = 76 boys.\n19 girls + 76 boys = 9") == (0, 95)
+
+    def dense(sol, name):
+        return float(features("19 girls, 4 boys per girl.", sol)[N_HASH + DENSE_NAMES.index(name)])
+
+    assert dense("There are 19 girls x 4 boys/girl = 7", "partial_result_ok") == 1.0
+    assert dense("There are 19 girls x 4 boys/girl = 8", "partial_result_bad") == 1.0
+    assert dense("There are 19 girls x 4 boys/girl = 77 boys", "unit_arith_errors") > 0

@@ -18,13 +18,16 @@ DEFAULTS: dict[str, Any] = {"top_k": 8, "min_p": 0.3, "steps_per_token": 1, "rer
 
 def add_model_flags(p: argparse.ArgumentParser) -> None:
     """``--lm``, ``--verifier-checkpoint``, token-rule knobs, ``--threads``, ``--device``."""
-    p.add_argument("--lm", default="smollm2-135m-instruct", help="causal LM name (registry, hub id or local dir)")
+    p.add_argument("--lm", default="generators/smollm2-gsm",
+                   help="causal LM name (project checkpoint, registry, hub id or local dir); the default is "
+                        "SmolLM2-135M fine-tuned by `ensemble train generator`")
     p.add_argument("--verifiers", default="numeric_verifier,minilm_verifier",
                    help="comma-separated verifier scorer names forming the ensemble")
     p.add_argument("--checkpoint", action="append", default=[], metavar="NAME=PATH",
                    help="verifier checkpoint override, e.g. numeric_verifier=/tmp/ck (repeatable)")
     p.add_argument("--annotations", action="store_true", help="GSM8K <<expr=value>> format in the prompt")
-    p.add_argument("--shots", type=int, default=1, choices=[0, 1], help="worked examples in the prompt")
+    p.add_argument("--shots", type=int, default=0, choices=[0, 1],
+                   help="worked examples in the prompt (0 for the fine-tuned generator, 1 for an instruct LM)")
     p.add_argument("--normalisation", default="zscore", choices=["zscore", "none", "rank"],
                    help="per-verifier normalisation of ratings before they are summed (none: raw log p(correct))")
     p.add_argument("--device", default="cpu")

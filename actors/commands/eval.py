@@ -31,6 +31,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n", type=int, default=200, help="number of problems")
     p.add_argument("--seed", type=int, default=0, help="evaluation seed (GSM-Symbolic test split)")
     p.add_argument("--source", default="gsm_symbolic", help="gsm_symbolic or a GSM8K .jsonl path")
+    p.add_argument("--split", default="test", choices=["test", "train"],
+                   help="GSM-Symbolic split: test (report) or train (development: choosing settings, never reported)")
     p.add_argument("--beams", type=int, nargs="+", default=[1, 5])
     p.add_argument("--systems", default="lm,numeric_verifier,minilm_verifier,ensemble",
                    help="comma-separated: lm, verifier names, ensemble")
@@ -53,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     spec.check_systems(systems)
     if any(b < 1 for b in args.beams):
         raise ValueError(f"--beams {args.beams}: beam sizes must be >= 1")
-    items = MathTask(**spec.task).items(args.n, args.seed)
+    items = MathTask(**spec.task).items(args.n, args.seed, split=args.split)
     results = ResultsFile(args.out)
     if args.ray or args.address:
         from actors.evaluation import evaluate_on_ray
@@ -69,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
 
         rows = evaluate_local(spec, items, systems, args.beams, args.seed, results, progress=progress)
     table = markdown_table(HEADER, summarise(rows, systems, args.beams))
-    title = f"GSM-Symbolic ({args.source}), {len(items)} problems, seed {args.seed}, LM {spec.lm}"
+    title = f"GSM-Symbolic ({args.source}, {args.split} split), {len(items)} problems, seed {args.seed}, LM {spec.lm}"
     print(f"\n{title}\n\n{table}")
     Path(str(args.out) + ".md").write_text(f"{title}\n\n{table}\n")
     return 0

@@ -30,6 +30,8 @@ TRAIN_SEED_OFFSET = 1_000_000
 so training and evaluation problems never come from the same seed."""
 
 _NUM = r"\d[\d,]*(?:\.\d+)?"
+_TIMES_RE = re.compile(r"(?<=\d) x (?=[$€£]?\(?\d)")
+"""``12 x 3``: GSM-Symbolic's multiplication sign between numbers."""
 _EXPR_RE = re.compile(
     rf"(?<![\w.<=])(\(?\s*{_NUM}\s*\)?(?:\s*[-+*/×÷]\s*\(?\s*{_NUM}\s*\)?)+)\s*=\s*([$€£]?)(-?{_NUM})(?![\d>])"
 )
@@ -72,7 +74,7 @@ def is_correct(completion: str, reference: str) -> bool:
 def annotate(solution: str) -> str:
     """Normalise a worked solution to GSM8K format with ``<<expr=value>>`` calculator annotations.
 
-    ``×``/``÷`` become ``*``/``/``; every ``a op b = c`` whose arithmetic checks out becomes
+    ``×``/``÷`` (and `` x `` between numbers) become ``*``/``/``; every ``a op b = c`` whose arithmetic checks out becomes
     ``a op b = <<a op b=c>>c``; existing annotations are kept.
 
     Args:
@@ -81,7 +83,7 @@ def annotate(solution: str) -> str:
     Returns:
         e.g. ``"So she responds to 160-48=<<160-48=112>>112 emails\\n#### 112"``.
     """
-    text = solution.replace("×", "*").replace("÷", "/")
+    text = _TIMES_RE.sub(" * ", solution.replace("×", "*").replace("÷", "/"))
 
     def wrap(m: re.Match) -> str:
         raw, currency, value = m.group(1), m.group(2), m.group(3)

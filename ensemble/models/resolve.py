@@ -152,6 +152,11 @@ def resolve(name: str, kind: str | None = None) -> ResolvedModel:
             f"{open_clip_name[1]!r} weights are not cached; use 'tiny-clip' or a CLIP trained into the "
             "project checkpoints, or copy the weights into the cache."
         )
+    trained_by = {"generators/": "ensemble train generator", "verifiers/": "ensemble train verifiers",
+                  "image/": "ensemble train image-models"}
+    for prefix, command in trained_by.items():
+        if name.startswith(prefix):
+            hint = f"{name!r} is a checkpoint this project trains: run `{command}` (offline, minutes on CPU)."
     raise ModelNotFoundError(
         _not_found_message(name, entry, wanted, repo, reason, hub_error, missing_package, hint)
     )

@@ -10,7 +10,10 @@ half of a number:
 * hashed uni/bigrams of the abstracted token stream (numbers replaced by their tags), over the whole
   solution and, separately, over its last few tokens;
 * dense counts: unexplained numbers, question numbers used, arithmetic slips, the final answer's
-  consistency, repetition, length.
+  consistency, repetition, length;
+* arithmetic written with units (``19 girls x 4 boys/girl = 76 boys``, ``£55/hour * 13 hours = £715``),
+  which no calculator annotation covers: each completed result is checked, and a result still being
+  typed is checked digit by digit (is it a prefix of the right value?).
 """
 
 from __future__ import annotations
@@ -28,7 +31,8 @@ N_HASH = 4096
 DENSE_NAMES = (
     "frac_unexplained", "any_unexplained", "partial_q", "partial_r", "partial_u", "partial_too_long",
     "frac_question_used", "arith_errors", "has_final", "final_is_last_result", "final_explained",
-    "repeated_lines", "length", "n_lines", "long_number", "bias",
+    "repeated_lines", "length", "n_lines", "long_number", "partial_result_ok", "partial_result_bad",
+    "unit_arith_errors", "bias",
 )
 """Names of the dense features, in order."""
 
@@ -40,6 +44,71 @@ _WORD_NUMBERS = {"half": 0.5, "twice": 2.0, "double": 2.0, "triple": 3.0, "dozen
 _NUM_RE = re.compile(r"\d[\d,]*(?:\.\d+)?")
 _TOKEN_RE = re.compile(r"####|<<|>>|\d[\d,]*(?:\.\d+)?|[A-Za-z]+|[-+*/=()$%.]|\n")
 _EXPR_RE = re.compile(r"(\d[\d.,]*(?:\s*[-+*/]\s*\(?\d[\d.,]*\)?)+)\s*=\s*(?:<<[^>]*>>)?\s*[$€£]?(\d[\d,]*(?:\.\d+)?)")
+
+
+_UNIT_RE = re.compile(r"/\s*[A-Za-z]+|[$€£]")
+_ARITH_TOKEN_RE = re.compile(
+    r"\d+(?:,\d{3})*(?:\.\d+)?%?|[-+*/()]|(?<=\s)x(?=\s)|[,;!?]|\b(?:half|twice|double|triple|dozen|quarter)\b",
+    re.IGNORECASE,
+)
+_RESULT_RE = re.compile(r"=\s*(?:<<[^>]*>>)?\s*[$€£]?(\d[\d,]*(?:\.\d+)?)")
+
+
+def unit_expression_value(segment: str) -> float | None:
+    """The value of the arithmetic at the end of ``segment``, ignoring words and units.
+
+    ``"There are 19 girls x 4 boys/girl "`` → 76; ``"saves: £715 - £144 "`` → 571; ``"$475 * 40% "`` →
+    190. The longest trailing run of numbers and operators that evaluates (and holds an operator) counts;
+    ``None`` when there is none.
+    """
+    text = _UNIT_RE.sub(" ", segment.split("<<")[0] if ">>" not in segment.split("<<")[-1] else segment)
+    tokens = []
+    for m in _ARITH_TOKEN_RE.finditer(text):
+        tok = m.group(0)
+        if tok == "x":
+            tok = "*"
+        elif tok.lower() in _WORD_NUMBERS:
+            tok = _fmt(_WORD_NUMBERS[tok.lower()])
+        elif tok in ",;!?":
+            tok = ";"
+        elif tok.endswith("%"):
+            tok = f"({tok[:-1].replace(',', '')}/100)"
+        else:
+            tok = tok.replace(",", "")
+        tokens.append(tok)
+    for start in range(len(tokens)):
+        run = tokens[start:]
+        if not any(t in "+-*/" for t in run) or run[0] in "*/+);":
+            continue
+        value = safe_eval(" ".join(run))
+        if value is not None:
+            return value
+    return None
+
+
+def unit_arithmetic(solution: str) -> tuple[int, float | None]:
+    """``(completed results that contradict their expression, value owed to a result being typed)``.
+
+    The expression of a result is the text of its line before its ``=`` (after an earlier ``=`` or
+    ``:``); the second item is the value a trailing, unfinished ``… = 7`` should grow into, else ``None``.
+    """
+    errors = 0
+    owed = None
+    for m in _RESULT_RE.finditer(solution):
+        line_start = solution.rfind("\n", 0, m.start()) + 1
+        segment = solution[line_start : m.start()]
+        segment = re.split(r"[=:]", segment)[-1]
+        want = unit_expression_value(segment)
+        if want is None:
+            continue
+        typed = m.group(1).replace(",", "").rstrip(".")
+        if m.end() == len(solution):
+            owed = want
+            continue
+        got = _value(typed)
+        if got is not None and abs(got - want) > 1e-4 * max(1.0, abs(want)) and round(want, 2) != got:
+            errors += 1
+    return errors, owed
 
 
 def _value(text: str) -> float | None:
@@ -133,6 +202,13 @@ def features(question: str, solution: str, qnums: set[float] | None = None) -> t
     last_result = None
     for m in re.finditer(r"(?:=|>>)\s*[$€£]?(\d[\d,]*(?:\.\d+)?)", solution.split("####")[0]):
         last_result = _value(m.group(1))
+    unit_errors, owed = unit_arithmetic(solution)
+    result_ok = result_bad = 0.0
+    if partial and owed is not None and tokens:
+        typed = tokens[-1].group(0).replace(",", "")
+        right = _fmt(round(owed, 2)) if owed != int(owed) else _fmt(owed)
+        result_ok = float(right.startswith(typed))
+        result_bad = 1.0 - result_ok
     lines = [ln.strip() for ln in solution.split("\n") if ln.strip()]
     repeated = (len(lines) - len(set(lines))) / max(len(lines), 1)
     dense = [
@@ -141,7 +217,8 @@ def features(question: str, solution: str, qnums: set[float] | None = None) -> t
         float(final_v is not None and final_v == last_result),
         float(final_v is not None and (final_v in results or final_v in qnums)),
         repeated, min(len(solution), 1500) / 1500, min(len(lines), 30) / 30,
-        float(any(len(t.group(0)) > 9 for t in tokens if t.group(0)[0].isdigit())), 1.0,
+        float(any(len(t.group(0)) > 9 for t in tokens if t.group(0)[0].isdigit())), result_ok, result_bad,
+        min(unit_errors, 3) / 3, 1.0,
     ]
     x = torch.zeros(N_FEATURES)
     grams = [f"u:{t}" for t in tags] + [f"b:{a} {b}" for a, b in zip(tags, tags[1:], strict=False)]

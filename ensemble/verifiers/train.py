@@ -62,6 +62,12 @@ class TrainConfig:
     """Characters of the solution's tail the MiniLM verifier embeds."""
     annotations: bool = False
     """Train on solutions with ``<<expr=value>>`` annotations (match the task's format)."""
+    shots: int = 0
+    """Worked examples in the prompt the LM is sampled with (match the generator: the fine-tuned one
+    was trained without)."""
+    held_lm_problems: int = 12
+    """Held-out problems the LM is also sampled on, to measure how well a verifier separates the LM's
+    own right and wrong solutions (``held_out_lm_auc``) — the job it does during decoding."""
     names: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_CHECKPOINTS))
     """Checkpoint name (or directory) per verifier."""
 
@@ -186,7 +192,7 @@ def train_verifiers(cfg: TrainConfig, which: Sequence[str] = VERIFIERS, log: Cal
     unknown = [w for w in which if w not in VERIFIERS]
     if unknown:
         raise ValueError(f"unknown verifier(s) {unknown}; choose from {', '.join(VERIFIERS)}")
-    task = MathTask(annotations=cfg.annotations)
+    task = MathTask(annotations=cfg.annotations, shots=cfg.shots)
     if cfg.lm and lm is None:
         from ensemble.models import load_causal_lm
 
@@ -204,18 +210,40 @@ def train_verifiers(cfg: TrainConfig, which: Sequence[str] = VERIFIERS, log: Cal
             sample_p = fit_p[: cfg.lm_problems]
             log(f"[{name}] sampling the LM: {len(sample_p)} problems x {cfg.lm_samples}")
             samples = lm_samples(lm[0], lm[1], lambda q: task.prompt(q, lm[1]), sample_p, cfg.lm_samples, seed=seed)
+        held_samples, held_sample_p = None, []
+        if lm is not None and cfg.held_lm_problems > 0 and cfg.lm_samples > 0:
+            held_sample_p = held_p[: cfg.held_lm_problems]
+            log(f"[{name}] sampling the LM on held-out problems: {len(held_sample_p)} x {cfg.lm_samples}")
+            held_samples = lm_samples(lm[0], lm[1], lambda q: task.prompt(q, lm[1]), held_sample_p, cfg.lm_samples,
+                                      seed=seed + 7)
         n_perturb = 2 if name == "minilm_verifier" else 3
         train = build_examples(fit_p, task, rng, n_perturb, samples, sample_p)
         held = build_examples(held_p, task, rng, n_perturb)
+        held_lm = sample_examples(held_sample_p, held_samples, rng, n_prefixes=1) if held_samples else []
         log(f"[{name}] {len(train)} training examples ({sum(e.label for e in train)} positive), {len(held)} held out")
         config: dict[str, Any] = {"type": name, "train": {**asdict(cfg), "problem_seed": seed, "split": "train",
                                                           "n_examples": len(train)}}
+        if held_lm:
+            config["train"]["lm_sample_accuracy"] = sum(e.label for e in held_lm) / len(held_lm)
         if name == "numeric_verifier":
             model, metrics = train_numeric(train, held, cfg, seed)
+            if held_lm:
+                from ensemble.scorers.numeric_verifier import featurise
+
+                with torch.no_grad():
+                    logits = model(torch.cat([featurise(e.question, [e.solution]) for e in held_lm]))
+                metrics.update(_metrics("held_out_lm", logits, torch.tensor([float(e.label) for e in held_lm])))
             config["n_features"] = model.linear.in_features
             state = model.state_dict()
         else:
             head, embedder, metrics = train_minilm(train, held, cfg, seed, embedder)
+            if held_lm:
+                from ensemble.scorers.minilm_verifier import MiniLMVerifier
+
+                with torch.no_grad():
+                    logits = head(*MiniLMVerifier.inputs(embedder, [e.question for e in held_lm],
+                                                         [e.solution for e in held_lm], cfg.window, head))
+                metrics.update(_metrics("held_out_lm", logits, torch.tensor([float(e.label) for e in held_lm])))
             config.update(dim=head.dim, hidden=head.net[0].out_features, n_step=head.n_step,
                           window=cfg.window, encoder=cfg.encoder)
             state = head.state_dict()

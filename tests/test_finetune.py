@@ -1,0 +1,76 @@
+"""Fine-tuning the math generator: data, masking, trainable layers, and a real (tiny) training run."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+import torch
+
+from ensemble.finetune import (
+    FinetuneConfig,
+    collate,
+    encode_pairs,
+    finetune,
+    length_batches,
+    select_trainable,
+)
+
+
+def test_collate_masks_prompt_and_padding():
+    batch = collate([([5, 6, 7, 8], 2), ([9, 10], 1)], pad_id=0)
+    assert batch["input_ids"].tolist() == [[5, 6, 7, 8], [9, 10, 0, 0]]
+    assert batch["labels"].tolist() == [[-100, -100, 7, 8], [-100, 10, -100, -100]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1, 1], [1, 1, 0, 0]]
+
+
+def test_length_batches_cover_every_example_once_with_similar_lengths():
+    examples = [([1] * n, 1) for n in [3, 30, 4, 31, 5, 29, 6, 32]]
+    batches = length_batches(examples, 2, random.Random(0))
+    assert sorted(i for b in batches for i in b) == list(range(8))
+    assert all(abs(len(examples[a][0]) - len(examples[b][0])) <= 3 for a, b in batches)
+
+
+def test_encode_pairs_drops_examples_cut_before_the_solution():
+    from ensemble.models.tiny import tiny_causal_lm
+
+    _, tok = tiny_causal_lm()
+    pairs = [("Question: a b c\nAnswer:", " 1 + 2 = 3"), ("x " * 50, " too late")]
+    out = encode_pairs(tok, pairs, max_length=20)
+    assert len(out) == 1 and out[0][1] < len(out[0][0])
+
+
+def test_select_trainable_freezes_all_but_the_top_blocks():
+    from ensemble.models.tiny import tiny_causal_lm
+
+    model, _ = tiny_causal_lm()
+    total = sum(p.numel() for p in model.parameters())
+    n = select_trainable(model, 1)
+    top = model.transformer.h[-1]
+    assert 0 < n < total and all(p.requires_grad for p in top.parameters())
+    assert not any(p.requires_grad for p in model.transformer.h[0].parameters())
+    assert select_trainable(model, 0) == total
+
+
+def test_finetune_tiny_lm_lowers_held_out_loss_and_saves_a_loadable_checkpoint(tmp_path, monkeypatch):
+    monkeypatch.setenv("ENSEMBLE_CACHE", str(tmp_path / "cache"))
+    cfg = FinetuneConfig(base="tiny-causal-lm", name="generators/test-gsm", n_problems=48, epochs=3,
+                         batch_size=8, lr=3e-3, warmup=2, train_layers=0, max_length=256, held_out=0.2, threads=1)
+    report = finetune(cfg)
+    assert report["held_out_loss_after"] < report["held_out_loss_before"] - 0.3, report
+    from ensemble.models import load_causal_lm, resolve
+
+    assert resolve("generators/test-gsm").source == "project-cache"
+    model, tok = load_causal_lm("generators/test-gsm")
+    saved = json.loads((tmp_path / "cache" / "checkpoints" / "generators" / "test-gsm" / "training.json").read_text())
+    assert saved["problems"] == 48 and saved["config"]["seed"] == 100
+    ids = tok("Question: 1 + 1\nAnswer:", return_tensors="pt").input_ids
+    with torch.no_grad():
+        assert torch.isfinite(model(ids).logits).all()
+
+
+def test_unknown_base_model_lists_valid_names(tmp_path, monkeypatch):
+    monkeypatch.setenv("ENSEMBLE_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(Exception, match="smollm2-135m-instruct"):
+        finetune(FinetuneConfig(base="no-such-lm", n_problems=4))
