@@ -291,3 +291,13 @@ def test_numeric_features_check_arithmetic_written_with_units_digit_by_digit():
     assert dense("There are 19 girls x 4 boys/girl = 7", "partial_result_ok") == 1.0
     assert dense("There are 19 girls x 4 boys/girl = 8", "partial_result_bad") == 1.0
     assert dense("There are 19 girls x 4 boys/girl = 77 boys", "unit_arith_errors") > 0
+
+
+def test_numeric_checkpoint_from_an_older_feature_set_gets_a_clear_error(tmp_path):
+    from ensemble.scorers.numeric_verifier import NumericModel, NumericVerifier
+    from ensemble.verifiers.checkpoint import save_checkpoint
+
+    old = NumericModel(100)
+    save_checkpoint(tmp_path / "old", {"type": "numeric_verifier", "n_features": 100}, old.state_dict())
+    with pytest.raises(ValueError, match="retrain it with `ensemble train verifiers --only numeric_verifier`"):
+        NumericVerifier(tmp_path / "old")

@@ -60,7 +60,13 @@ class NumericVerifier(Scorer):
             torch.manual_seed(0)
             model = NumericModel()
         if model is None:
-            config, state, _ = load_checkpoint(checkpoint, "numeric_verifier")
+            config, state, path = load_checkpoint(checkpoint, "numeric_verifier")
+            if int(config["n_features"]) != N_FEATURES:
+                raise ValueError(
+                    f"{path} was trained on {config['n_features']} features, but this version computes "
+                    f"{N_FEATURES} (the feature set changed); retrain it with "
+                    "`ensemble train verifiers --only numeric_verifier`"
+                )
             model = NumericModel(int(config["n_features"]))
             model.load_state_dict(state)
         self.model = model.eval()
