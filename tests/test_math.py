@@ -227,11 +227,10 @@ def _degenerate(text: str) -> bool:
 @pytest.mark.slow
 def test_smollm2_with_trained_verifiers_on_a_few_problems():
     from ensemble.evaluation import EvalSpec, MathEvaluator
-    from ensemble.verifiers.checkpoint import DEFAULT_CHECKPOINTS, checkpoint_path
-    from ensemble.verifiers.data import perturb
-
     from ensemble.finetune import DEFAULT_NAME
     from ensemble.models import find_project_checkpoint
+    from ensemble.verifiers.checkpoint import DEFAULT_CHECKPOINTS, checkpoint_path
+    from ensemble.verifiers.data import perturb
 
     try:
         for name in DEFAULT_CHECKPOINTS.values():
