@@ -72,5 +72,7 @@ def test_finetune_tiny_lm_lowers_held_out_loss_and_saves_a_loadable_checkpoint(t
 
 def test_unknown_base_model_lists_valid_names(tmp_path, monkeypatch):
     monkeypatch.setenv("ENSEMBLE_CACHE", str(tmp_path / "cache"))
-    with pytest.raises(Exception, match="smollm2-135m-instruct"):
+    from ensemble.models.errors import ModelNotFoundError
+
+    with pytest.raises(ModelNotFoundError, match="smollm2-135m-instruct"):
         finetune(FinetuneConfig(base="no-such-lm", n_problems=4))

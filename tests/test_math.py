@@ -300,3 +300,25 @@ def test_numeric_checkpoint_from_an_older_feature_set_gets_a_clear_error(tmp_pat
     save_checkpoint(tmp_path / "old", {"type": "numeric_verifier", "n_features": 100}, old.state_dict())
     with pytest.raises(ValueError, match="retrain it with `ensemble train verifiers --only numeric_verifier`"):
         NumericVerifier(tmp_path / "old")
+
+
+def test_verifier_training_samples_the_lm_on_held_out_problems_and_reports_it(tmp_path, monkeypatch):
+    import json
+
+    import ensemble.verifiers.train as train_mod
+    from ensemble.verifiers.train import TrainConfig, train_verifiers
+
+    def fake_samples(model, tokenizer, prompt_fn, problems, per_problem, seed=0, **kw):
+        # one right and one wrong "LM sample" per problem: the reference and a wrong final answer
+        return [[p.solution, p.solution.replace(f"#### {p.answer}", "#### 9" + p.answer)] for p in problems]
+
+    monkeypatch.setattr(train_mod, "lm_samples", fake_samples)
+    cfg = TrainConfig(n_problems=30, epochs=15, lm_problems=3, lm_samples=2, held_lm_problems=3,
+                      names={"numeric_verifier": str(tmp_path / "num"), "minilm_verifier": "x"})
+    logs = []
+    report = train_verifiers(cfg, ["numeric_verifier"], log=logs.append, lm=(object(), object()))["numeric_verifier"]
+    assert any("held-out problems: 3 x 2" in m for m in logs)
+    assert report["held_out_lm_auc"] > 0.5
+    saved = json.loads((tmp_path / "num" / "config.json").read_text())
+    assert saved["metrics"]["held_out_lm_auc"] == report["held_out_lm_auc"]
+    assert saved["train"]["lm_sample_accuracy"] == 0.5

@@ -206,8 +206,7 @@ def features(question: str, solution: str, qnums: set[float] | None = None) -> t
     result_ok = result_bad = 0.0
     if partial and owed is not None and tokens:
         typed = tokens[-1].group(0).replace(",", "")
-        right = _fmt(round(owed, 2)) if owed != int(owed) else _fmt(owed)
-        result_ok = float(right.startswith(typed))
+        result_ok = float(_fmt(round(owed, 2)).startswith(typed))
         result_bad = 1.0 - result_ok
     lines = [ln.strip() for ln in solution.split("\n") if ln.strip()]
     repeated = (len(lines) - len(set(lines))) / max(len(lines), 1)

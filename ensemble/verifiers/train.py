@@ -111,8 +111,9 @@ def _accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
     return float(((logits > 0).float() == labels).float().mean()) if len(labels) else float("nan")
 
 
-def train_numeric(train: list[Example], held: list[Example], cfg: TrainConfig, seed: int) -> tuple[Any, dict]:
-    """Fit the numeric verifier; returns ``(NumericModel, metrics)``."""
+def train_numeric(train: list[Example], held: list[Example], cfg: TrainConfig, seed: int,
+                  held_lm: Sequence[Example] = ()) -> tuple[Any, dict]:
+    """Fit the numeric verifier; returns ``(NumericModel, metrics)`` (``held_out_lm_*`` on ``held_lm``)."""
     from ensemble.scorers.numeric_verifier import NumericModel, featurise
 
     def feats(exs: list[Example]) -> torch.Tensor:
@@ -123,8 +124,9 @@ def train_numeric(train: list[Example], held: list[Example], cfg: TrainConfig, s
     _fit(model, lambda i: model(x[i]), len(train), y, cfg.epochs, cfg.lr * 3, seed)
     with torch.no_grad():
         metrics = _metrics("train", model(x), y)
-        if held:
-            metrics.update(_metrics("held_out", model(feats(held)), torch.tensor([float(e.label) for e in held])))
+        for prefix, exs in (("held_out", held), ("held_out_lm", list(held_lm))):
+            if exs:
+                metrics.update(_metrics(prefix, model(feats(exs)), torch.tensor([float(e.label) for e in exs])))
     return model, metrics
 
 
@@ -150,8 +152,9 @@ def _metrics(prefix: str, logits: torch.Tensor, labels: torch.Tensor) -> dict[st
 
 
 def train_minilm(train: list[Example], held: list[Example], cfg: TrainConfig, seed: int,
-                 embedder: Any = None) -> tuple[Any, Any, dict]:
-    """Fit the MiniLM verifier's head on frozen embeddings; returns ``(PairHead, embedder, metrics)``."""
+                 embedder: Any = None, held_lm: Sequence[Example] = ()) -> tuple[Any, Any, dict]:
+    """Fit the MiniLM verifier's head on frozen embeddings; returns ``(PairHead, embedder, metrics)``
+    (``held_out_lm_*`` on ``held_lm``)."""
     from ensemble.scorers.minilm_verifier import MiniLMVerifier, PairHead, TextEmbedder
 
     embedder = embedder or TextEmbedder(cfg.encoder)
@@ -170,8 +173,9 @@ def train_minilm(train: list[Example], held: list[Example], cfg: TrainConfig, se
     _fit(head, lambda i: head(*(t[i] for t in x)), len(train), y, cfg.epochs, cfg.lr, seed)
     with torch.no_grad():
         metrics = _metrics("train", head(*x), y)
-        if held:
-            metrics.update(_metrics("held_out", head(*inputs(held)), torch.tensor([float(e.label) for e in held])))
+        for prefix, exs in (("held_out", held), ("held_out_lm", list(held_lm))):
+            if exs:
+                metrics.update(_metrics(prefix, head(*inputs(exs)), torch.tensor([float(e.label) for e in exs])))
     return head, embedder, metrics
 
 
@@ -226,24 +230,11 @@ def train_verifiers(cfg: TrainConfig, which: Sequence[str] = VERIFIERS, log: Cal
         if held_lm:
             config["train"]["lm_sample_accuracy"] = sum(e.label for e in held_lm) / len(held_lm)
         if name == "numeric_verifier":
-            model, metrics = train_numeric(train, held, cfg, seed)
-            if held_lm:
-                from ensemble.scorers.numeric_verifier import featurise
-
-                with torch.no_grad():
-                    logits = model(torch.cat([featurise(e.question, [e.solution]) for e in held_lm]))
-                metrics.update(_metrics("held_out_lm", logits, torch.tensor([float(e.label) for e in held_lm])))
+            model, metrics = train_numeric(train, held, cfg, seed, held_lm)
             config["n_features"] = model.linear.in_features
             state = model.state_dict()
         else:
-            head, embedder, metrics = train_minilm(train, held, cfg, seed, embedder)
-            if held_lm:
-                from ensemble.scorers.minilm_verifier import MiniLMVerifier
-
-                with torch.no_grad():
-                    logits = head(*MiniLMVerifier.inputs(embedder, [e.question for e in held_lm],
-                                                         [e.solution for e in held_lm], cfg.window, head))
-                metrics.update(_metrics("held_out_lm", logits, torch.tensor([float(e.label) for e in held_lm])))
+            head, embedder, metrics = train_minilm(train, held, cfg, seed, embedder, held_lm)
             config.update(dim=head.dim, hidden=head.net[0].out_features, n_step=head.n_step,
                           window=cfg.window, encoder=cfg.encoder)
             state = head.state_dict()
