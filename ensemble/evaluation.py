@@ -60,9 +60,20 @@ class EvalSpec:
             raise ValueError(f"unknown system(s) {bad}; valid systems: {', '.join(self.systems())}")
 
     def hash(self, system: str, beam: int) -> str:
-        """Config hash of one (system, beam) evaluation (device and threads excluded)."""
+        """Config hash of one (system, beam) evaluation: names, settings and the content fingerprints of
+        project checkpoints (device and threads excluded)."""
+        from ensemble.models import checkpoint_fingerprint
+        from ensemble.verifiers.checkpoint import DEFAULT_CHECKPOINTS
+
         used = self.verifiers if system == ENSEMBLE else {k: v for k, v in self.verifiers.items() if k == system}
+        # Project checkpoints are identified by content too: retraining one under the same name must
+        # not let its old results count for the new model.
+        versions = {"lm": checkpoint_fingerprint(self.lm)}
+        for name, kwargs in used.items():
+            checkpoint = kwargs.get("checkpoint", DEFAULT_CHECKPOINTS.get(name))
+            versions[name] = checkpoint_fingerprint(str(checkpoint)) if checkpoint else None
         return config_hash({"lm": self.lm, "verifiers": used, "token": self.token, "task": self.task,
+                            "versions": versions,
                             "normalisation": self.normalisation if system == ENSEMBLE else None,
                             "system": system, "beam": beam})
 

@@ -144,6 +144,36 @@ def test_beam_search_and_calculator_forcing_with_tiny_lm(tiny_lm):
     assert "<<3*8=24>>" in out
 
 
+def test_batched_beams_decode_exactly_as_beams_one_at_a_time(tiny_lm, monkeypatch):
+    gen = _generator(tiny_lm, top_k=4, max_new_tokens=8, beam_size=4)
+    forwards = []
+    real = gen.model.forward
+
+    def counting(*a, **kw):
+        forwards.append(kw["input_ids"].shape[0])
+        return real(*a, **kw)
+
+    monkeypatch.setattr(gen.model, "forward", counting)
+    batched = gen.generate_plain(None)
+    assert max(forwards) == 4  # the live beams went through the LM together
+    forwards.clear()
+    monkeypatch.setattr(gen, "_prepare_many", lambda beams: [gen._prepare(b) for b in beams])
+    assert gen.generate_plain(None) == batched and max(forwards) == 1
+
+
+def test_score_numbers_lets_the_scorers_choose_digits_the_lm_is_sure_of(tiny_lm):
+    gen = _generator(tiny_lm, top_k=6, min_p=0.5)
+    tok = gen.tokenizer
+    digit = next(i for i in range(len(tok)) if tok.decode([i]).strip().isdigit())
+    word = next(i for i in range(len(tok)) if tok.decode([i]).strip().isalpha())
+    for top, lifted in ((digit, True), (word, False)):
+        logits = torch.linspace(-8.0, -9.0, len(tok))
+        logits[top] = 0.0  # the LM is sure: every other token is below min_p
+        assert gen._candidates(logits) == [top]
+        numbers = _generator(tiny_lm, top_k=6, min_p=0.5, score_numbers=True)
+        assert len(numbers._candidates(logits)) == (6 if lifted else 1)
+
+
 # -- verifiers ---------------------------------------------------------------------------------------
 
 
@@ -322,3 +352,18 @@ def test_verifier_training_samples_the_lm_on_held_out_problems_and_reports_it(tm
     saved = json.loads((tmp_path / "num" / "config.json").read_text())
     assert saved["metrics"]["held_out_lm_auc"] == report["held_out_lm_auc"]
     assert saved["train"]["lm_sample_accuracy"] == 0.5
+
+
+def test_results_of_a_retrained_checkpoint_never_count_for_the_new_one(tmp_path, monkeypatch):
+    from ensemble.evaluation import EvalSpec
+
+    monkeypatch.setenv("ENSEMBLE_CACHE", str(tmp_path))
+    ck = tmp_path / "checkpoints" / "verifiers" / "gsm-numeric"
+    ck.mkdir(parents=True)
+    (ck / "config.json").write_text('{"metrics": {"held_out_auc": 0.9}}')
+    spec = EvalSpec(lm="tiny-causal-lm")
+    first = {s: spec.hash(s, 1) for s in spec.systems()}
+    (ck / "config.json").write_text('{"metrics": {"held_out_auc": 0.8}}')  # retrained under the same name
+    second = {s: spec.hash(s, 1) for s in spec.systems()}
+    changed = {s for s in first if first[s] != second[s]}
+    assert changed == {"numeric_verifier", "ensemble"}  # the LM alone and the other verifier keep theirs

@@ -38,6 +38,11 @@ class TokenConfig:
     """Drop candidates whose LM probability is below ``min_p`` × the top token's (the top token always
     stays), so the scorers choose only among tokens the LM finds plausible — where a small LM is
     unsure, e.g. the digits of a number. 0 keeps all ``top_k``."""
+    score_numbers: bool = False
+    """Always let the scorers choose where a number is being written: when a kept candidate contains a
+    digit, the ``min_p`` filter is lifted (all ``top_k`` are rated) and the token is never committed
+    as confident. Arithmetic and the choice of quantities are where a verifier knows better than a
+    small LM, including at digits the LM is sure of."""
     steps_per_token: int = 3
     """Gradient steps on the context delta per token; each is one scored round [5]."""
     step_size: float = 0.3
@@ -174,6 +179,7 @@ class CausalLMGenerator(Generator):
         self.force_fn = force_fn
         self.stop_fn = stop_fn
         self.eos_id = tokenizer.eos_token_id
+        self._digit_memo: dict[int, bool] = {}
         for p in self.model.parameters():
             p.requires_grad_(False)
 
@@ -217,6 +223,26 @@ class CausalLMGenerator(Generator):
         beam.next_past = kvlib.detach(new)
         beam.delta = None
 
+    def _prepare_many(self, beams: list[Beam]) -> None:
+        """:meth:`_prepare` for several beams: one batched forward per group of equal context length
+        (beams differ in length only after forced text), so beam search costs about one forward per
+        token rather than one per beam."""
+        groups: dict[int, list[Beam]] = {}
+        for beam in beams:
+            groups.setdefault(kvlib.length(beam.past), []).append(beam)
+        for size, group in groups.items():
+            if len(group) == 1 or size == 0:
+                for beam in group:
+                    self._prepare(beam)
+                continue
+            ids = torch.tensor([[beam.last] for beam in group], device=self.device)
+            with torch.no_grad():
+                logits, new = kvlib.forward_batch(self.model, ids, kvlib.cat([beam.past for beam in group]))
+            for beam, row, past in zip(group, logits[:, -1], kvlib.split(new), strict=True):
+                beam.p_orig = F.log_softmax(row, -1)
+                beam.next_past = kvlib.detach(past)
+                beam.delta = None
+
     def _shifted(self, beam: Beam) -> tuple[torch.Tensor, kvlib.KV]:
         """Next-token log-probabilities ``[vocab]`` and the extended context, on the shifted context."""
         if beam.delta is None:
@@ -226,12 +252,21 @@ class CausalLMGenerator(Generator):
         return F.log_softmax(logits, -1), new
 
     def _candidates(self, logits: torch.Tensor) -> list[int]:
-        """The top-k next tokens of ``logits`` that pass ``min_p``."""
+        """The top-k next tokens of ``logits`` that pass ``min_p`` (all top-k at a number with
+        ``score_numbers``)."""
         values, indices = torch.topk(logits, min(self.config.top_k, logits.numel()))
         if self.config.min_p > 0:
             keep = values >= values[0] + torch.log(torch.tensor(self.config.min_p))
-            indices = indices[keep]
+            if not (self.config.score_numbers and any(self._has_digit(t) for t in indices[keep].tolist())):
+                indices = indices[keep]
         return indices.tolist()
+
+    def _has_digit(self, token: int) -> bool:
+        """Whether a token's text contains a digit (memoised per token id)."""
+        found = self._digit_memo.get(token)
+        if found is None:
+            found = self._digit_memo[token] = any(ch.isdigit() for ch in self.tokenizer.decode([token]))
+        return found
 
     def _fast_forward(self, state: TokenState) -> None:
         """With one live beam (and ``skip_confident``), commit tokens the LM is sure of directly."""
@@ -337,8 +372,8 @@ class CausalLMGenerator(Generator):
             if beam.done:
                 state.finished.append(beam)
             else:
-                self._prepare(beam)
                 survivors.append(beam)
+        self._prepare_many(survivors)
         state.commits.append({"tokens": [self.tokenizer.decode([e[3]]) for e in expansions[: cfg.beam_size]]})
         state.beams = survivors
         state.n_tokens += 1

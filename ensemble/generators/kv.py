@@ -52,6 +52,33 @@ def forward(model: Any, input_ids: torch.Tensor, kv: KV | None) -> tuple[torch.T
     return out["logits"][0].float(), from_cache(cache)
 
 
+def forward_batch(model: Any, input_ids: torch.Tensor, kv: KV) -> tuple[torch.Tensor, KV]:
+    """Run ``input_ids`` (``[B, T]``) after a batched context ``kv`` of equal lengths (no padding).
+
+    Returns:
+        ``(logits [B, T, vocab] as float32, the extended batched context)``.
+    """
+    out = model(input_ids=input_ids, use_cache=True, **{_cache_kwarg(model): to_cache(model, kv)})
+    cache = out["cache"] if "cache" in out else out["past_key_values"]
+    return out["logits"].float(), from_cache(cache)
+
+
+def length(kv: KV) -> int:
+    """Sequence length of a context (0 when empty)."""
+    return int(kv[0][0].shape[-2]) if kv else 0
+
+
+def cat(kvs: list[KV]) -> KV:
+    """Stack single-sequence contexts of equal length along the batch dimension."""
+    return [(torch.cat([kv[i][0] for kv in kvs]), torch.cat([kv[i][1] for kv in kvs])) for i in range(len(kvs[0]))]
+
+
+def split(kv: KV) -> list[KV]:
+    """The single-sequence contexts of a batched context."""
+    batch = kv[0][0].shape[0]
+    return [[(k[b : b + 1], v[b : b + 1]) for k, v in kv] for b in range(batch)]
+
+
 def add(kv: KV, delta: KV) -> KV:
     """``kv + delta`` layer by layer (delta may be float32 while kv is half)."""
     return [(k + dk.to(k.dtype), v + dv.to(v.dtype)) for (k, v), (dk, dv) in zip(kv, delta, strict=True)]

@@ -33,6 +33,7 @@ from ensemble.models.load import (
 )
 from ensemble.models.network import is_offline, offline_reason
 from ensemble.models.offline import (
+    checkpoint_fingerprint,
     find_project_checkpoint,
     list_project_checkpoints,
     project_checkpoint_dir,
@@ -49,6 +50,7 @@ __all__ = [
     "cache_dir",
     "checkpoints_dir",
     "embed",
+    "checkpoint_fingerprint",
     "find_project_checkpoint",
     "infer_kind",
     "is_offline",

@@ -17,6 +17,7 @@ its name (``name`` may contain ``/`` for grouping, e.g. ``verifiers/gsm-minilm``
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import json
 import re
@@ -236,6 +237,22 @@ def find_project_checkpoint(name: str) -> Path | None:
     except ValueError:
         return None
     return path if is_checkpoint_dir(path) else None
+
+
+def checkpoint_fingerprint(name: str) -> str | None:
+    """A short hash of a project checkpoint's JSON files (configs, training record), or ``None``.
+
+    Two trainings under one name differ in their records (metrics, seconds), so results keyed by this
+    fingerprint are never confused with results of an earlier checkpoint of the same name.
+    """
+    path = find_project_checkpoint(name)
+    if path is None:
+        return None
+    digest = hashlib.sha256()
+    for file in sorted(path.glob("*.json")):
+        digest.update(file.name.encode())
+        digest.update(file.read_bytes())
+    return digest.hexdigest()[:12]
 
 
 def list_project_checkpoints(max_depth: int = 3) -> dict[str, Path]:

@@ -227,6 +227,10 @@ def train_verifiers(cfg: TrainConfig, which: Sequence[str] = VERIFIERS, log: Cal
         log(f"[{name}] {len(train)} training examples ({sum(e.label for e in train)} positive), {len(held)} held out")
         config: dict[str, Any] = {"type": name, "train": {**asdict(cfg), "problem_seed": seed, "split": "train",
                                                           "n_examples": len(train)}}
+        if samples or held_samples:
+            from ensemble.models import checkpoint_fingerprint
+
+            config["train"]["lm_fingerprint"] = checkpoint_fingerprint(cfg.lm) if cfg.lm else None  # which training
         if held_lm:
             config["train"]["lm_sample_accuracy"] = sum(e.label for e in held_lm) / len(held_lm)
         if name == "numeric_verifier":
