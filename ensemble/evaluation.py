@@ -21,6 +21,10 @@ from ensemble.results import ResultsFile, config_hash, result_key
 
 LM_ALONE = "lm"
 ENSEMBLE = "ensemble"
+GUIDANCE_KNOBS = frozenset({"top_k", "min_p", "score_numbers", "steps_per_token", "step_size", "temperature",
+                            "target_prior", "fluency_weight", "fusion", "keep_shift", "skip_confident",
+                            "rerank_weight"})
+"""TokenConfig fields that act only through the scorers (left out of the LM-alone config hash)."""
 
 
 @dataclass
@@ -72,7 +76,10 @@ class EvalSpec:
         for name, kwargs in used.items():
             checkpoint = kwargs.get("checkpoint", DEFAULT_CHECKPOINTS.get(name))
             versions[name] = checkpoint_fingerprint(str(checkpoint)) if checkpoint else None
-        return config_hash({"lm": self.lm, "verifiers": used, "token": self.token, "task": self.task,
+        token = self.token
+        if system == LM_ALONE:  # knobs of the scorers' influence cannot change the LM alone's output
+            token = {k: v for k, v in token.items() if k not in GUIDANCE_KNOBS}
+        return config_hash({"lm": self.lm, "verifiers": used, "token": token, "task": self.task,
                             "versions": versions,
                             "normalisation": self.normalisation if system == ENSEMBLE else None,
                             "system": system, "beam": beam})

@@ -367,3 +367,12 @@ def test_results_of_a_retrained_checkpoint_never_count_for_the_new_one(tmp_path,
     second = {s: spec.hash(s, 1) for s in spec.systems()}
     changed = {s for s in first if first[s] != second[s]}
     assert changed == {"numeric_verifier", "ensemble"}  # the LM alone and the other verifier keep theirs
+
+
+def test_lm_alone_results_are_shared_across_guidance_settings():
+    from ensemble.evaluation import EvalSpec
+
+    a, b = EvalSpec(lm="tiny-causal-lm", token={"rerank_weight": 0.3}), EvalSpec(lm="tiny-causal-lm", token={"rerank_weight": 1.0})
+    assert a.hash("lm", 1) == b.hash("lm", 1)
+    assert a.hash("numeric_verifier", 1) != b.hash("numeric_verifier", 1)
+    assert a.hash("lm", 1) != EvalSpec(lm="tiny-causal-lm", token={"max_new_tokens": 9}).hash("lm", 1)
