@@ -91,18 +91,25 @@ def use_calculator(sample: str) -> str | None:
     return None if value is None else format_number(value)
 
 
-_BARE_RE = re.compile(r"([\d.,()][\d.,()*+/ -]*[\d)])\s*=$")
+CURRENCY = "$€£"
+"""Currency signs a bare expression may carry (``$16 - $4 =``); the value is written with the first."""
+
+_BARE_RE = re.compile(r"([$€£]?[\d.,(][\d.,()*+/ x$€£-]*[\d)])\s*=$")
+_TIMES_RE = re.compile(r"(?<=[\d)]) x (?=[$€£]?\(?\d)")
 
 
 def bare_expression(text: str) -> str | None:
     """The arithmetic expression right before a trailing ``=`` outside annotations (``"… 3*8="`` → ``"3*8"``).
 
-    Returns ``None`` unless the expression holds at least one operator between numbers.
+    Currency signs are dropped and `` x `` between numbers is a multiplication
+    (``"… $225 x 3 ="`` → ``"225 * 3"``). Returns ``None`` unless the expression holds at least one
+    operator between numbers.
     """
     match = _BARE_RE.search(text)
     if not match:
         return None
-    expr = match.group(1).strip()
+    expr = _TIMES_RE.sub(" * ", match.group(1).strip())
+    expr = "".join(c for c in expr if c not in CURRENCY)
     core = expr.lstrip("-(")
     if not any(op in core for op in "+-*/"):
         return None
@@ -113,8 +120,9 @@ def calculator_force(text: str, bare: bool = False) -> str:
     """``force_fn`` for the token rule: the calculator of GSM8K's sampler.
 
     When ``text`` ends with ``<<expr=``, force ``value>>``. With ``bare=True`` a trailing ``a*b=`` outside
-    annotations is also completed with its value (``" value"`` when a space precedes the ``=``), which
-    suits small LMs that do not write annotations.
+    annotations is also completed with its value (``" value"`` when a space precedes the ``=``, in the
+    expression's currency: ``"$16 - $4 ="`` → ``" $12"``), which suits small LMs that do not write
+    annotations.
 
     Returns:
         The text to append (``""`` when nothing is forced).
@@ -133,4 +141,6 @@ def calculator_force(text: str, bare: bool = False) -> str:
     value = safe_eval(expr)
     if value is None:
         return ""
-    return (" " if text[:-1].endswith(" ") else "") + format_number(value)
+    written = _BARE_RE.search(text).group(1)
+    currency = next((c for c in written if c in CURRENCY), "")
+    return (" " if text[:-1].endswith(" ") else "") + currency + format_number(value)

@@ -49,6 +49,10 @@ def test_calculator_forces_annotation_values_and_refuses_code():
     assert calculator_force("bare 3*8=") == "" and calculator_force("bare 3*8=", bare=True) == "24"
     assert calculator_force("so 6*23 =", bare=True) == " 138"
     assert calculator_force("total 5 =", bare=True) == ""  # no operator: nothing to compute
+    assert calculator_force("she pays $800,000 - $400,000 =", bare=True) == " $400000"
+    assert calculator_force("so €225 x 3 =", bare=True) == " €675"
+    assert calculator_force("he earns 72 * £195 =", bare=True) == " £14040"
+    assert calculator_force("6 boxes x 4 =", bare=True) == ""  # units between: not an expression
     assert use_calculator("x <<10/4=") == "2.5"
     assert safe_eval("__import__('os').system('true')") is None
     assert safe_eval("2**99999") is None and safe_eval("1/0") is None
