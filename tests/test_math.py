@@ -161,8 +161,27 @@ def test_batched_beams_decode_exactly_as_beams_one_at_a_time(tiny_lm, monkeypatc
     batched = gen.generate_plain(None)
     assert max(forwards) == 4  # the live beams went through the LM together
     forwards.clear()
-    monkeypatch.setattr(gen, "_prepare_many", lambda beams: [gen._prepare(b) for b in beams])
+    grouped = CausalLMGenerator._groups
+    monkeypatch.setattr(gen, "_groups", lambda beams: [[i] for g in grouped(beams) for i in g])
     assert gen.generate_plain(None) == batched and max(forwards) == 1
+
+
+def test_guided_beams_step_and_commit_batched_exactly_as_one_at_a_time(tiny_lm, monkeypatch):
+    def solve():
+        gen = _generator(tiny_lm, top_k=6, max_new_tokens=5, beam_size=3, steps_per_token=2, step_size=1.0)
+        state = gen.init_state(None, 0)
+        proposal = gen.propose(state, None)
+        fav = gen.tokenizer.decode([proposal.info["token"][4]])
+        return gen, run_consensus(gen, ScorerEnsemble({"v": Prefers(fav)}), None, ConsensusConfig(max_rounds=40))
+
+    _, batched = solve()
+    real = CausalLMGenerator._groups
+    monkeypatch.setattr(CausalLMGenerator, "_groups", staticmethod(lambda beams: [[i] for g in real(beams) for i in g]))
+    gen, single = solve()
+    assert single.output == batched.output and len(single.rounds) == len(batched.rounds)
+    # the same tokens are committed each round (beams tied to float precision may swap places)
+    assert [sorted(r.info.get("committed") or []) for r in single.rounds] == \
+        [sorted(r.info.get("committed") or []) for r in batched.rounds]
 
 
 def test_score_numbers_lets_the_scorers_choose_digits_the_lm_is_sure_of(tiny_lm):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from ensemble import SCORERS, ConsensusConfig, EnsembleConfig, Proposal, ScoreOutput, Scorer
 from ensemble.aggregate import ScorerEnsemble
@@ -23,10 +22,7 @@ class PrefersToken(Scorer):
 
 
 def _next_token_probs(gen: CausalLMGenerator, state) -> torch.Tensor:
-    beam = state.beams[0]
-    with torch.no_grad():
-        logits, _ = gen._step(beam, beam.delta)
-    return F.softmax(logits, -1)
+    return gen._shifted(state.beams[0])[0].exp()
 
 
 def test_token_rule_shifts_next_token_distribution_toward_scorer_targets():

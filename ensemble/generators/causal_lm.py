@@ -191,13 +191,6 @@ class CausalLMGenerator(Generator):
         """Decode generated ids."""
         return self.tokenizer.decode(ids, skip_special_tokens=True)
 
-    def _step(self, beam: Beam, delta: kvlib.KV | None) -> tuple[torch.Tensor, kvlib.KV]:
-        """Next-token logits ``[vocab]`` after ``beam.last`` on the (shifted) context."""
-        past = kvlib.add(beam.past, delta) if delta else beam.past
-        ids = torch.tensor([[beam.last]], device=self.device)
-        logits, new = kvlib.forward(self.model, ids, past if past else None)
-        return logits[-1], new
-
     # ----------------------------------------------------------------------------- contract
     def init_state(self, context: Any, seed: int) -> TokenState:
         """Encode the prompt; one beam whose context is the prompt minus its last token."""
@@ -217,39 +210,56 @@ class CausalLMGenerator(Generator):
 
     def _prepare(self, beam: Beam) -> None:
         """Zero delta, the unshifted distribution for the beam's next token and the context after it."""
-        with torch.no_grad():
-            logits, new = self._step(beam, None)
-        beam.p_orig = F.log_softmax(logits, -1)
-        beam.next_past = kvlib.detach(new)
-        beam.delta = None
+        self._prepare_many([beam])
+
+    @staticmethod
+    def _groups(beams: list[Beam]) -> list[list[int]]:
+        """Indices of ``beams`` grouped by context length: each group runs as one batch (beams differ
+        in length only after forced text), so beam search costs about one forward per token, not one
+        per beam."""
+        groups: dict[int, list[int]] = {}
+        for i, beam in enumerate(beams):
+            groups.setdefault(kvlib.length(beam.past), []).append(i)
+        return list(groups.values())
+
+    def _forward_beams(self, beams: list[Beam], delta: kvlib.KV | None) -> tuple[torch.Tensor, kvlib.KV]:
+        """Logits ``[B, vocab]`` after each beam's ``last`` token on its context (+ a batched ``delta``),
+        and the batched extended context; ``beams`` must share one context length."""
+        ids = torch.tensor([[beam.last] for beam in beams], device=self.device)
+        if not beams[0].past:
+            logits, new = kvlib.forward_batch(self.model, ids, None)
+            return logits[:, -1], new
+        past = beams[0].past if len(beams) == 1 else kvlib.cat([beam.past for beam in beams])
+        logits, new = kvlib.forward_batch(self.model, ids, kvlib.add(past, delta) if delta else past)
+        return logits[:, -1], new
 
     def _prepare_many(self, beams: list[Beam]) -> None:
-        """:meth:`_prepare` for several beams: one batched forward per group of equal context length
-        (beams differ in length only after forced text), so beam search costs about one forward per
-        token rather than one per beam."""
-        groups: dict[int, list[Beam]] = {}
-        for beam in beams:
-            groups.setdefault(kvlib.length(beam.past), []).append(beam)
-        for size, group in groups.items():
-            if len(group) == 1 or size == 0:
-                for beam in group:
-                    self._prepare(beam)
-                continue
-            ids = torch.tensor([[beam.last] for beam in group], device=self.device)
+        """:meth:`_prepare` for several beams, batched by context length."""
+        for group in self._groups(beams):
+            members = [beams[i] for i in group]
             with torch.no_grad():
-                logits, new = kvlib.forward_batch(self.model, ids, kvlib.cat([beam.past for beam in group]))
-            for beam, row, past in zip(group, logits[:, -1], kvlib.split(new), strict=True):
+                logits, new = self._forward_beams(members, None)
+            for beam, row, past in zip(members, logits, kvlib.split(new), strict=True):
                 beam.p_orig = F.log_softmax(row, -1)
                 beam.next_past = kvlib.detach(past)
                 beam.delta = None
 
     def _shifted(self, beam: Beam) -> tuple[torch.Tensor, kvlib.KV]:
         """Next-token log-probabilities ``[vocab]`` and the extended context, on the shifted context."""
-        if beam.delta is None:
-            return beam.p_orig, beam.next_past
-        with torch.no_grad():
-            logits, new = self._step(beam, beam.delta)
-        return F.log_softmax(logits, -1), new
+        return self._shifted_many([beam])[0]
+
+    def _shifted_many(self, beams: list[Beam]) -> list[tuple[torch.Tensor, kvlib.KV]]:
+        """:meth:`_shifted` for several beams; the shifted ones run batched by context length."""
+        out: list[Any] = [(beam.p_orig, beam.next_past) for beam in beams]
+        moved = [i for i, beam in enumerate(beams) if beam.delta is not None]
+        for group in self._groups([beams[i] for i in moved]):
+            members = [beams[moved[i]] for i in group]
+            delta = members[0].delta if len(members) == 1 else kvlib.cat([m.delta for m in members])
+            with torch.no_grad():
+                logits, new = self._forward_beams(members, delta)
+            for i, row, past in zip(group, logits, kvlib.split(new), strict=True):
+                out[moved[i]] = (F.log_softmax(row, -1), past)
+        return out
 
     def _candidates(self, logits: torch.Tensor) -> list[int]:
         """The top-k next tokens of ``logits`` that pass ``min_p`` (all top-k at a number with
@@ -294,8 +304,7 @@ class CausalLMGenerator(Generator):
     def propose(self, state: TokenState, context: Any) -> Proposal:
         """Top-k next tokens of every live beam on its shifted context, as candidate texts."""
         texts, beam_idx, token_ids = [], [], []
-        for b, beam in enumerate(state.beams):
-            logits, _ = self._shifted(beam)
+        for b, (beam, (logits, _)) in enumerate(zip(state.beams, self._shifted_many(state.beams), strict=True)):
             top = self._candidates(logits)
             for tok in top:
                 texts.append(self.text(beam.ids + [tok]))
@@ -307,22 +316,52 @@ class CausalLMGenerator(Generator):
         """One gradient step on each beam's context delta; commit a token after the last step."""
         beam_idx = torch.tensor(proposal.info["beam"])
         tokens = torch.tensor(proposal.info["token"])
-        for b, beam in enumerate(state.beams):
-            rows = (beam_idx == b).nonzero().flatten()
-            self._delta_step(beam, tokens[rows], {n: s[rows] for n, s in feedback.normalised.items()}, feedback.weights)
+        rows = [(beam_idx == b).nonzero().flatten() for b in range(len(state.beams))]
+        self._delta_steps(state.beams, [tokens[r] for r in rows],
+                          [{n: s[r] for n, s in feedback.normalised.items()} for r in rows], feedback.weights)
         state.step += 1
         if state.step >= self.config.steps_per_token:
             self._commit(state, tokens, beam_idx, feedback.total)
             state.step = 0
         return state
 
-    def _delta_step(self, beam: Beam, cand: torch.Tensor, scores: dict[str, torch.Tensor], weights: dict) -> None:
+    def _delta_steps(self, beams: list[Beam], cands: list[torch.Tensor], scores: list[dict[str, torch.Tensor]],
+                     weights: dict) -> None:
+        """One normalised gradient step on every beam's context delta, batched by context length.
+
+        Each beam's loss is Σₙ wₙ·CE(targetₙ, p_k) + fluency·KL(p ‖ p_orig); the losses are summed, so
+        each beam's slice of the batched gradient is its own gradient, normalised on its own.
+        """
         cfg = self.config
-        if not beam.past or cfg.step_size == 0:
+        if cfg.step_size == 0:
             return
-        base = beam.delta if beam.delta is not None else kvlib.zeros_like(beam.past)
-        delta = [(dk.detach().requires_grad_(True), dv.detach().requires_grad_(True)) for dk, dv in base]
-        logits, _ = self._step(beam, delta)
+        for group in self._groups(beams):
+            members = [beams[i] for i in group]
+            if not members[0].past:
+                continue
+            base = kvlib.cat([m.delta if m.delta is not None else kvlib.zeros_like(m.past) for m in members])
+            delta = [(dk.detach().requires_grad_(True), dv.detach().requires_grad_(True)) for dk, dv in base]
+            logits, _ = self._forward_beams(members, delta)
+            loss = torch.zeros((), device=logits.device)
+            for row, i in zip(logits, group, strict=True):
+                loss = loss + self._beam_loss(row, beams[i], cands[i], scores[i], weights)
+            flat = [t for pair in delta for t in pair]
+            grads = torch.autograd.grad(loss, flat, allow_unused=True)
+            stepped = []
+            for t, g in zip(flat, grads, strict=True):
+                if g is None:
+                    stepped.append(t.detach())
+                    continue
+                norm = g.flatten(1).norm(dim=1).view(-1, *([1] * (g.dim() - 1)))
+                stepped.append((t - cfg.step_size * g / (norm + 1e-10)).detach())
+            batched = [(stepped[i], stepped[i + 1]) for i in range(0, len(stepped), 2)]
+            for member, own in zip(members, kvlib.split(batched), strict=True):
+                member.delta = own
+
+    def _beam_loss(self, logits: torch.Tensor, beam: Beam, cand: torch.Tensor, scores: dict[str, torch.Tensor],
+                   weights: dict) -> torch.Tensor:
+        """The token rule's loss for one beam: scorer targets over its candidates plus fluency."""
+        cfg = self.config
         logp = F.log_softmax(logits, -1)
         logp_k = F.log_softmax(logits[cand.to(self.device)], -1)
         loss = torch.zeros((), device=logits.device)
@@ -330,25 +369,12 @@ class CausalLMGenerator(Generator):
         for name, s in scores.items():
             target = F.softmax(prior + s.to(logits.device) / cfg.temperature, -1)
             loss = loss + weights[name] * -(target * logp_k).sum()
-        loss = loss + cfg.fluency_weight * (logp.exp() * (logp - beam.p_orig)).sum()
-        flat = [t for pair in delta for t in pair]
-        grads = torch.autograd.grad(loss, flat, allow_unused=True)
-        new = []
-        for i in range(0, len(flat), 2):
-            pair = []
-            for t, g in ((flat[i], grads[i]), (flat[i + 1], grads[i + 1])):
-                if g is None:
-                    pair.append(t.detach())
-                else:
-                    pair.append((t - cfg.step_size * g / (g.norm() + 1e-10)).detach())
-            new.append((pair[0], pair[1]))
-        beam.delta = new
+        return loss + cfg.fluency_weight * (logp.exp() * (logp - beam.p_orig)).sum()
 
     def _commit(self, state: TokenState, tokens: torch.Tensor, beam_idx: torch.Tensor, total: torch.Tensor) -> None:
         cfg = self.config
         expansions = []  # (score, logprob, beam index, token, new context)
-        for b, beam in enumerate(state.beams):
-            shifted, new_past = self._shifted(beam)
+        for b, (beam, (shifted, new_past)) in enumerate(zip(state.beams, self._shifted_many(state.beams), strict=True)):
             if not cfg.keep_shift:
                 new_past = beam.next_past
             fused = cfg.fusion * shifted + (1 - cfg.fusion) * beam.p_orig
