@@ -21,7 +21,7 @@ from ensemble.results import ResultsFile, config_hash, result_key
 
 LM_ALONE = "lm"
 ENSEMBLE = "ensemble"
-GUIDANCE_KNOBS = frozenset({"top_k", "min_p", "score_numbers", "steps_per_token", "step_size", "temperature",
+GUIDANCE_KNOBS = frozenset({"top_k", "min_p", "score_results", "steps_per_token", "step_size", "temperature",
                             "target_prior", "fluency_weight", "fusion", "keep_shift", "skip_confident",
                             "rerank_weight"})
 """TokenConfig fields that act only through the scorers (left out of the LM-alone config hash)."""

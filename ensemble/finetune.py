@@ -38,7 +38,7 @@ class FinetuneConfig:
     """Causal LM to start from (any name the model resolver knows)."""
     name: str = DEFAULT_NAME
     """Project checkpoint name (or directory) to save to."""
-    n_problems: int = 1200
+    n_problems: int = 2000
     """Training problems (GSM-Symbolic training split)."""
     seed: int = 100
     """Training split seed (dataset seed ``seed + TRAIN_SEED_OFFSET``); the verifiers use 0 and 1."""
@@ -46,12 +46,13 @@ class FinetuneConfig:
     """Passes over the problems."""
     batch_size: int = 8
     """Sequences per optimiser step."""
-    lr: float = 1e-4
+    lr: float = 2e-4
     """Peak AdamW learning rate (linear warm-up over ``warmup`` steps, then linear decay to 0)."""
     warmup: int = 10
     """Warm-up steps."""
-    train_layers: int = 8
-    """Top transformer blocks trained (0 = all parameters)."""
+    train_layers: int = 0
+    """Top transformer blocks trained (0 = all parameters: on 2 cores ~11 s per step instead of ~5.5 s
+    for the top 8, and a much lower loss — 0.76 after one epoch of 1,140 problems with the top 8)."""
     max_length: int = 384
     """Sequences are cut to this many tokens."""
     held_out: float = 0.05

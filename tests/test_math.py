@@ -184,17 +184,15 @@ def test_guided_beams_step_and_commit_batched_exactly_as_one_at_a_time(tiny_lm, 
         [sorted(r.info.get("committed") or []) for r in batched.rounds]
 
 
-def test_score_numbers_lets_the_scorers_choose_digits_the_lm_is_sure_of(tiny_lm):
+def test_score_results_lets_the_scorers_choose_result_digits_the_lm_is_sure_of(tiny_lm):
     gen = _generator(tiny_lm, top_k=6, min_p=0.5)
-    tok = gen.tokenizer
-    digit = next(i for i in range(len(tok)) if tok.decode([i]).strip().isdigit())
-    word = next(i for i in range(len(tok)) if tok.decode([i]).strip().isalpha())
-    for top, lifted in ((digit, True), (word, False)):
-        logits = torch.linspace(-8.0, -9.0, len(tok))
-        logits[top] = 0.0  # the LM is sure: every other token is below min_p
-        assert gen._candidates(logits) == [top]
-        numbers = _generator(tiny_lm, top_k=6, min_p=0.5, score_numbers=True)
-        assert len(numbers._candidates(logits)) == (6 if lifted else 1)
+    results = _generator(tiny_lm, top_k=6, min_p=0.5, score_results=True)
+    logits = torch.linspace(-8.0, -9.0, len(gen.tokenizer))
+    logits[7] = 0.0  # the LM is sure: every other token is below min_p
+    for text, lifted in (("13 balls * €15/ball =", True), ("so 13 * 15 = 1", True), ("it is €19.", False),
+                         ("13 balls * 1", False), ("= 195 balls", False)):
+        assert gen._candidates(logits, text) == [7]
+        assert len(results._candidates(logits, text)) == (6 if lifted else 1), text
 
 
 # -- verifiers ---------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ TOKEN_FLAGS = {
 """TokenConfig fields exposed as ``--top-k`` … flags."""
 
 DEFAULTS: dict[str, Any] = {"top_k": 8, "min_p": 0.3, "steps_per_token": 1, "rerank_weight": 0.3, "max_new_tokens": 128,
-                           "score_numbers": False}
+                           "score_results": False}
 """Defaults chosen for SmolLM2-135M on 2 CPU cores (tuned on training-seed problems only)."""
 
 
@@ -33,8 +33,8 @@ def add_model_flags(p: argparse.ArgumentParser) -> None:
                    help="per-verifier normalisation of ratings before they are summed (none: raw log p(correct))")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
-    p.add_argument("--score-numbers", action=argparse.BooleanOptionalAction, default=DEFAULTS["score_numbers"],
-                   help="TokenConfig.score_numbers: the verifiers choose every token of a number")
+    p.add_argument("--score-results", action=argparse.BooleanOptionalAction, default=DEFAULTS["score_results"],
+                   help="TokenConfig.score_results: the verifiers choose every digit of a result after '='")
     for name, typ in TOKEN_FLAGS.items():
         flag = "--" + name.replace("_", "-")
         p.add_argument(flag, type=typ, default=DEFAULTS.get(name), help=f"TokenConfig.{name}")
@@ -53,7 +53,7 @@ def spec_from_args(args: argparse.Namespace) -> Any:
         if name not in names:
             raise ValueError(f"--checkpoint names {name!r}, which is not among --verifiers {names}")
         overrides[name] = {"checkpoint": path}
-    token = {k: getattr(args, k) for k in (*TOKEN_FLAGS, "score_numbers") if getattr(args, k, None) is not None}
+    token = {k: getattr(args, k) for k in (*TOKEN_FLAGS, "score_results") if getattr(args, k, None) is not None}
     return EvalSpec(lm=args.lm, verifiers={n: overrides.get(n, {}) for n in names}, token=token,
                     task={"annotations": args.annotations, "shots": args.shots}, device=args.device, threads=args.threads,
                     normalisation=getattr(args, "normalisation", "zscore"))

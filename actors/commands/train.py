@@ -14,11 +14,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train project models offline (math verifiers, image models)")
     p.add_argument("what", choices=["verifiers", "generator", "image-models"])
     p.add_argument("--only", default="minilm_verifier,numeric_verifier", help="comma-separated verifiers to train")
-    p.add_argument("--n-problems", type=int, default=None, help="training problems (verifiers: 600 each; generator: 1200)")
+    p.add_argument("--n-problems", type=int, default=None, help="training problems (verifiers: 600 each; generator: 2000)")
     p.add_argument("--seed", type=int, default=None, help="training seed, GSM-Symbolic training split (verifiers: 0; generator: 100)")
     p.add_argument("--lm", default="generators/smollm2-gsm",
                    help="LM whose samples become examples ('none' to skip; default: the fine-tuned math generator)")
-    p.add_argument("--lm-problems", type=int, default=40, help="training problems the LM is sampled on")
+    p.add_argument("--lm-problems", type=int, default=80, help="training problems the LM is sampled on")
     p.add_argument("--lm-samples", type=int, default=4, help="samples per such problem")
     p.add_argument("--held-lm-problems", type=int, default=12,
                    help="held-out problems the LM is sampled on (held_out_lm_auc: right vs wrong LM solutions)")
@@ -30,8 +30,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g = p.add_argument_group("generator (ensemble train generator)")
     g.add_argument("--base", default="smollm2-135m-instruct", help="causal LM to fine-tune")
     g.add_argument("--name", default=None, help="checkpoint name or directory (default generators/smollm2-gsm)")
-    g.add_argument("--train-layers", type=int, default=8, help="top transformer blocks trained (0 = all)")
-    g.add_argument("--lr", type=float, default=1e-4)
+    g.add_argument("--train-layers", type=int, default=None, help="top transformer blocks trained (default 0 = all)")
+    g.add_argument("--lr", type=float, default=None, help="peak learning rate (default 2e-4)")
     g.add_argument("--lm-batch-size", type=int, default=8, help="sequences per step")
     from actors import image_cli
 
@@ -83,7 +83,8 @@ def train_generator(args: argparse.Namespace) -> int:
     cfg = FinetuneConfig(
         base=args.base, name=args.name or DEFAULT_NAME, n_problems=_or(args.n_problems, defaults.n_problems),
         seed=_or(args.seed, defaults.seed), epochs=_or(args.epochs, defaults.epochs),
-        train_layers=args.train_layers, lr=args.lr, batch_size=args.lm_batch_size,
+        train_layers=_or(args.train_layers, defaults.train_layers), lr=_or(args.lr, defaults.lr),
+        batch_size=args.lm_batch_size,
         annotations=args.annotations, threads=args.threads,
     )
     report = finetune(cfg, progress=lambda total: tqdm(total=total, desc="fine-tune", unit="step"))

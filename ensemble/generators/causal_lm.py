@@ -17,6 +17,7 @@ An optional ``force_fn`` appends forced text after a commit (e.g. a calculator f
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -26,6 +27,9 @@ import torch.nn.functional as F
 
 from ensemble.contracts import Generator, Proposal
 from ensemble.generators import kv as kvlib
+
+_RESULT_RE = re.compile(r"=[ ]?[$€£]?[\d,]*(?:\.\d*)?$")
+"""The end of a solution in the middle of (or right before) a result: ``… = ``, ``… = €18``."""
 
 
 @dataclass
@@ -38,11 +42,11 @@ class TokenConfig:
     """Drop candidates whose LM probability is below ``min_p`` × the top token's (the top token always
     stays), so the scorers choose only among tokens the LM finds plausible — where a small LM is
     unsure, e.g. the digits of a number. 0 keeps all ``top_k``."""
-    score_numbers: bool = False
-    """Always let the scorers choose where a number is being written: when a kept candidate contains a
-    digit, the ``min_p`` filter is lifted (all ``top_k`` are rated) and the token is never committed
-    as confident. Arithmetic and the choice of quantities are where a verifier knows better than a
-    small LM, including at digits the LM is sure of."""
+    score_results: bool = False
+    """Always let the scorers choose the digits of a result being written after ``=``: there the
+    ``min_p`` filter is lifted (all ``top_k`` are rated) and no token is committed as confident.
+    Arithmetic the calculator cannot do (``13 balls * €15/ball = …``) is where a verifier that checks
+    it knows better than a small LM, even at digits the LM is sure of. Operands are left to the LM."""
     steps_per_token: int = 3
     """Gradient steps on the context delta per token; each is one scored round [5]."""
     step_size: float = 0.3
@@ -179,7 +183,6 @@ class CausalLMGenerator(Generator):
         self.force_fn = force_fn
         self.stop_fn = stop_fn
         self.eos_id = tokenizer.eos_token_id
-        self._digit_memo: dict[int, bool] = {}
         for p in self.model.parameters():
             p.requires_grad_(False)
 
@@ -261,22 +264,15 @@ class CausalLMGenerator(Generator):
                 out[moved[i]] = (F.log_softmax(row, -1), past)
         return out
 
-    def _candidates(self, logits: torch.Tensor) -> list[int]:
-        """The top-k next tokens of ``logits`` that pass ``min_p`` (all top-k at a number with
-        ``score_numbers``)."""
+    def _candidates(self, logits: torch.Tensor, text: str = "") -> list[int]:
+        """The top-k next tokens of ``logits`` that pass ``min_p`` (all top-k while a result is written
+        with ``score_results``; ``text`` is the beam's solution so far)."""
         values, indices = torch.topk(logits, min(self.config.top_k, logits.numel()))
         if self.config.min_p > 0:
             keep = values >= values[0] + torch.log(torch.tensor(self.config.min_p))
-            if not (self.config.score_numbers and any(self._has_digit(t) for t in indices[keep].tolist())):
+            if not (self.config.score_results and _RESULT_RE.search(text)):
                 indices = indices[keep]
         return indices.tolist()
-
-    def _has_digit(self, token: int) -> bool:
-        """Whether a token's text contains a digit (memoised per token id)."""
-        found = self._digit_memo.get(token)
-        if found is None:
-            found = self._digit_memo[token] = any(ch.isdigit() for ch in self.tokenizer.decode([token]))
-        return found
 
     def _fast_forward(self, state: TokenState) -> None:
         """With one live beam (and ``skip_confident``), commit tokens the LM is sure of directly."""
@@ -285,7 +281,7 @@ class CausalLMGenerator(Generator):
             return
         while len(state.beams) == 1 and state.beams[0].delta is None:
             beam = state.beams[0]
-            top = self._candidates(beam.p_orig)
+            top = self._candidates(beam.p_orig, self.text(beam.ids) if cfg.score_results else "")
             if len(top) != 1:
                 return
             tok = top[0]
@@ -305,7 +301,7 @@ class CausalLMGenerator(Generator):
         """Top-k next tokens of every live beam on its shifted context, as candidate texts."""
         texts, beam_idx, token_ids = [], [], []
         for b, (beam, (logits, _)) in enumerate(zip(state.beams, self._shifted_many(state.beams), strict=True)):
-            top = self._candidates(logits)
+            top = self._candidates(logits, self.text(beam.ids) if self.config.score_results else "")
             for tok in top:
                 texts.append(self.text(beam.ids + [tok]))
                 beam_idx.append(b)
