@@ -446,6 +446,8 @@ def test_smollm2_converts_once_generates_and_reloads_from_cache():
     out = model.generate(**prompt, max_new_tokens=12, do_sample=False)
     answer = tok.decode(out[0, prompt["input_ids"].shape[1] :], skip_special_tokens=True)
     assert "Paris" in answer
+    weights = resolved.path / "model.safetensors"
+    written = weights.stat().st_mtime_ns
     # Again in a fresh process: resolution and load come from the converted cache (imports not timed).
     code = (
         "import time, torch; from transformers import AutoModelForCausalLM, AutoTokenizer; "
@@ -457,7 +459,8 @@ def test_smollm2_converts_once_generates_and_reloads_from_cache():
     assert result.returncode == 0, result.stderr
     source, second = result.stdout.split()[-2:]
     print(f"\nSmolLM2: first resolve (GGUF conversion) {first:.1f} s; cached resolve + load {second} s")
-    assert source == "offline-package" and float(second) < 10.0
+    # the converted weights were reused, not written again (the time is printed, not asserted: see bench)
+    assert source == "offline-package" and weights.stat().st_mtime_ns == written
 
 
 @pytest.mark.slow
