@@ -23,8 +23,10 @@ LM_ALONE = "lm"
 ENSEMBLE = "ensemble"
 GUIDANCE_KNOBS = frozenset({"top_k", "min_p", "score_results", "steps_per_token", "step_size", "temperature",
                             "target_prior", "fluency_weight", "fusion", "keep_shift", "skip_confident",
-                            "rerank_weight"})
+                            "rerank_weight", "select_final", "select_weight"})
 """TokenConfig fields that act only through the scorers (left out of the LM-alone config hash)."""
+MULTI_BEAM_KNOBS = frozenset({"select_final", "select_weight"})
+"""TokenConfig fields that act only with several beams (left out of beam-1 config hashes)."""
 
 
 @dataclass
@@ -79,6 +81,8 @@ class EvalSpec:
         token = self.token
         if system == LM_ALONE:  # knobs of the scorers' influence cannot change the LM alone's output
             token = {k: v for k, v in token.items() if k not in GUIDANCE_KNOBS}
+        if beam == 1:
+            token = {k: v for k, v in token.items() if k not in MULTI_BEAM_KNOBS}
         return config_hash({"lm": self.lm, "verifiers": used, "token": token, "task": self.task,
                             "versions": versions,
                             "normalisation": self.normalisation if system == ENSEMBLE else None,
@@ -132,7 +136,8 @@ class MathEvaluator:
         The row has the key fields, ``correct``, ``answer``, ``target``, ``output``, ``tokens``,
         ``seconds``, and for guided systems ``rounds`` and ``moved`` (per scorer: committed tokens where
         that scorer's favourite differed from the LM's top token and the committed token followed the
-        scorer).
+        scorer); with a final selection round, ``final_changed`` (the verifiers picked another finished
+        beam than the LM would have).
         """
         import torch
 
@@ -155,6 +160,9 @@ class MathEvaluator:
             output = res.output
             row["rounds"] = len(res.rounds)
             row["moved"] = moved_tokens(res.rounds)
+            final = [r.info for r in res.rounds if r.info.get("final")]
+            if final:  # the verifiers' pick among the finished beams vs the LM's own
+                row["final_changed"] = final[-1]["chosen"] != final[-1]["lm_choice"]
         answer = self.task.answer(output, item)
         seconds = time.perf_counter() - t0
         n_tokens = len(self.generator.tokenizer(output, add_special_tokens=False)["input_ids"])

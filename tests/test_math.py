@@ -195,6 +195,46 @@ def test_score_results_lets_the_scorers_choose_result_digits_the_lm_is_sure_of(t
         assert len(results._candidates(logits, text)) == (6 if lifted else 1), text
 
 
+class Likes(Scorer):
+    """Scores 1 for exactly one text, else 0."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def score(self, context, candidates, *, need_grad=False):
+        return ScoreOutput(scores=torch.tensor([float(c == self.text) for c in candidates]))
+
+
+def test_final_selection_lets_the_verifiers_pick_among_finished_beams(tiny_lm):
+    gen = _generator(tiny_lm, top_k=4, max_new_tokens=3, beam_size=3, step_size=0.0)
+    state = gen.init_state(None, 0)
+    while not gen._search_done(state):
+        gen._commit(state, torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long), torch.zeros(0))
+    pool = [gen.text(b.ids) for b in gen.pool(state)]
+    lm_best = gen.generate_plain(None)
+    other = next(t for t in pool if t != lm_best)  # a finished beam the LM ranks lower
+    for select, expected in ((True, other), (False, lm_best)):
+        gen = _generator(tiny_lm, top_k=4, max_new_tokens=3, beam_size=3, step_size=0.0, select_final=select)
+        res = run_consensus(gen, ScorerEnsemble({"v": Likes(other)}), None, ConsensusConfig(max_rounds=50))
+        assert res.output == expected
+        assert res.rounds[-1].info.get("final", False) is select
+    final = res.rounds[-1].info if select else None
+    assert final is None or final["chosen"] != final["lm_choice"]
+
+
+def test_beams_skip_scoring_rounds_where_no_beam_leaves_a_choice(tiny_lm):
+    rounds = {}
+    for skip in (True, False):
+        gen = _generator(tiny_lm, top_k=6, min_p=0.97, max_new_tokens=6, beam_size=3, skip_confident=skip)
+        assert gen.generate_plain(None) == _generator(tiny_lm, top_k=6, max_new_tokens=6, beam_size=3).generate_plain(None)
+        state = gen.init_state(None, 0)
+        fav = gen.tokenizer.decode([gen.propose(state, None).info["token"][0]])
+        res = run_consensus(gen, ScorerEnsemble({"v": Prefers(fav)}), None, ConsensusConfig(max_rounds=50))
+        rounds[skip] = [r.n_candidates for r in res.rounds]
+    assert 1 in rounds[False] and 1 not in rounds[True]  # no round for a lone beam with a lone candidate
+    assert len(rounds[True]) < len(rounds[False]) / 2
+
+
 # -- verifiers ---------------------------------------------------------------------------------------
 
 
@@ -398,3 +438,6 @@ def test_lm_alone_results_are_shared_across_guidance_settings():
     assert a.hash("lm", 1) == b.hash("lm", 1)
     assert a.hash("numeric_verifier", 1) != b.hash("numeric_verifier", 1)
     assert a.hash("lm", 1) != EvalSpec(lm="tiny-causal-lm", token={"max_new_tokens": 9}).hash("lm", 1)
+    # knobs of the final selection among beams cannot change a beam-1 run
+    c = EvalSpec(lm="tiny-causal-lm", token={"rerank_weight": 0.3, "select_final": True, "select_weight": 2.0})
+    assert c.hash("ensemble", 1) == a.hash("ensemble", 1) and c.hash("ensemble", 5) != a.hash("ensemble", 5)

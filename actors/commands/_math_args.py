@@ -8,12 +8,12 @@ from typing import Any
 TOKEN_FLAGS = {
     "top_k": int, "min_p": float, "steps_per_token": int, "step_size": float, "temperature": float,
     "fluency_weight": float, "fusion": float, "rerank_weight": float, "max_new_tokens": int,
-    "length_penalty": float,
+    "length_penalty": float, "select_weight": float,
 }
 """TokenConfig fields exposed as ``--top-k`` … flags."""
 
-DEFAULTS: dict[str, Any] = {"top_k": 8, "min_p": 0.3, "steps_per_token": 1, "rerank_weight": 0.3, "max_new_tokens": 128,
-                           "score_results": True}
+DEFAULTS: dict[str, Any] = {"top_k": 8, "min_p": 0.3, "steps_per_token": 1, "rerank_weight": 0.3, "max_new_tokens": 256,
+                           "score_results": True, "select_final": True}
 """Defaults chosen for SmolLM2-135M on 2 CPU cores (tuned on training-seed problems only)."""
 
 
@@ -35,6 +35,8 @@ def add_model_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     p.add_argument("--score-results", action=argparse.BooleanOptionalAction, default=DEFAULTS["score_results"],
                    help="TokenConfig.score_results: the verifiers choose every digit of a result after '='")
+    p.add_argument("--select-final", action=argparse.BooleanOptionalAction, default=DEFAULTS["select_final"],
+                   help="TokenConfig.select_final: with several beams the verifiers pick among the finished solutions")
     for name, typ in TOKEN_FLAGS.items():
         flag = "--" + name.replace("_", "-")
         p.add_argument(flag, type=typ, default=DEFAULTS.get(name), help=f"TokenConfig.{name}")
@@ -53,7 +55,7 @@ def spec_from_args(args: argparse.Namespace) -> Any:
         if name not in names:
             raise ValueError(f"--checkpoint names {name!r}, which is not among --verifiers {names}")
         overrides[name] = {"checkpoint": path}
-    token = {k: getattr(args, k) for k in (*TOKEN_FLAGS, "score_results") if getattr(args, k, None) is not None}
+    token = {k: getattr(args, k) for k in (*TOKEN_FLAGS, "score_results", "select_final") if getattr(args, k, None) is not None}
     return EvalSpec(lm=args.lm, verifiers={n: overrides.get(n, {}) for n in names}, token=token,
                     task={"annotations": args.annotations, "shots": args.shots}, device=args.device, threads=args.threads,
                     normalisation=getattr(args, "normalisation", "zscore"))

@@ -43,6 +43,8 @@ def run(args: argparse.Namespace) -> int:
         shown = []
         for r in records:
             info = r.info
+            if info.get("final"):
+                continue
             committed = (info.get("committed") or [""])[0]
             moved = [n for n, t in info.get("scorer_top", {}).items() if t == committed and t != info.get("lm_top")]
             if args.all_rounds or moved:
@@ -52,6 +54,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"## rounds ({len(records)} in total; {'all' if args.all_rounds else 'those where a scorer moved the token'})\n")
         print(markdown_table(["round", "token #", "LM top", "committed", "each scorer's favourite", "moved by", "candidates"], shown))
         print(f"\nmoved tokens per scorer: {row.get('moved')}")
+        final = next((r for r in records if r.info.get("final")), None)
+        if final is not None:
+            info = final.info
+            print(f"final selection among {final.n_candidates} finished beams: the verifiers chose #{info['chosen']} "
+                  f"(the LM's own best: #{info['lm_choice']}; each scorer's favourite: {info['scorer_top']})")
     print(f"\n## solution ({args.system}, beam {args.beam}, {row['tokens']} tokens in {row['seconds']:.1f}s)\n")
     print(row["output"])
     print(f"\nanswer: {row['answer']}")

@@ -12,6 +12,9 @@ Per generated token, for every live beam:
    (``p_shift^γ · p_orig^(1−γ)``) and beam search (length-normalised) commits the next token; the
    shifted context is kept, as in ZeroCap.
 
+With several beams and ``select_final``, one last round lets the scorers rate the finished hypotheses
+as complete solutions; the output is the best by beam score + ``select_weight`` × their rating.
+
 An optional ``force_fn`` appends forced text after a commit (e.g. a calculator for ``<<a*b=``).
 """
 
@@ -67,7 +70,7 @@ class TokenConfig:
     tokens). False re-encodes the committed token on the unshifted context: the scorers choose the
     token, but the context stays the LM's own, which keeps a small LM fluent."""
     skip_confident: bool = True
-    """With one beam, commit a token without asking the scorers when the LM leaves a single candidate
+    """Commit a token without asking the scorers when the LM leaves every live beam a single candidate
     (after ``min_p``): a one-candidate target has no gradient, so the round would change nothing but
     cost a scoring call, a forward and a backward. Most tokens of a solution are such tokens."""
     beam_size: int = 1
@@ -77,7 +80,13 @@ class TokenConfig:
     rerank_weight: float = 0.0
     """Optional direct use of the ensemble's last ratings when committing: added (times this weight)
     to the fused log-probability of the rated candidates. 0 = the paper's mechanism only."""
-    max_new_tokens: int = 128
+    select_final: bool = False
+    """With several beams: once the search is over, the scorers rate the finished hypotheses (complete
+    solutions, where whole-solution verifiers are most reliable) in one last round, and the output is
+    the best by length-normalised log-probability + ``select_weight`` × the ensemble's rating."""
+    select_weight: float = 1.0
+    """Weight of the ensemble's (normalised) rating against the beam score in the final selection."""
+    max_new_tokens: int = 256
     """Budget of generated tokens per beam."""
     stop_strings: tuple[str, ...] = ()
     """A beam ends once its text contains any of these."""
@@ -134,6 +143,8 @@ class TokenState:
     step: int = 0
     n_tokens: int = 0
     commits: list[dict[str, Any]] = field(default_factory=list)
+    choice: int | None = None
+    """Index into :meth:`CausalLMGenerator.pool` chosen by the final selection round (None: not run)."""
 
 
 class CausalLMGenerator(Generator):
@@ -275,13 +286,22 @@ class CausalLMGenerator(Generator):
         return indices.tolist()
 
     def _fast_forward(self, state: TokenState) -> None:
-        """With one live beam (and ``skip_confident``), commit tokens the LM is sure of directly."""
+        """Commit tokens directly while no live beam leaves the scorers a choice (``skip_confident``)."""
         cfg = self.config
-        if not cfg.skip_confident or cfg.beam_size != 1:
+        if not cfg.skip_confident:
+            return
+        if cfg.beam_size != 1:
+            empty = torch.zeros(0, dtype=torch.long)
+            while state.beams and not self._search_done(state) and all(
+                beam.delta is None and len(self._candidates(beam.p_orig, self._result_text(beam))) == 1
+                for beam in state.beams
+            ):
+                self._commit(state, empty, empty, torch.zeros(0), follow=False)
+                state.commits[-1]["confident"] = True
             return
         while len(state.beams) == 1 and state.beams[0].delta is None:
             beam = state.beams[0]
-            top = self._candidates(beam.p_orig, self.text(beam.ids) if cfg.score_results else "")
+            top = self._candidates(beam.p_orig, self._result_text(beam))
             if len(top) != 1:
                 return
             tok = top[0]
@@ -297,11 +317,28 @@ class CausalLMGenerator(Generator):
             self._prepare(new)
             state.beams = [new]
 
+    def _result_text(self, beam: Beam) -> str:
+        """The beam's solution text when ``score_results`` needs it for :meth:`_candidates`, else ""."""
+        return self.text(beam.ids) if self.config.score_results else ""
+
+    def pool(self, state: TokenState) -> list[Beam]:
+        """The hypotheses an output is chosen from: the finished beams, or the live ones if none finished."""
+        return state.finished or state.beams
+
+    def _selecting(self, state: TokenState) -> bool:
+        """True when the search is over and the final selection round is still due."""
+        return (self.config.select_final and self.config.beam_size > 1 and state.choice is None
+                and len(self.pool(state)) > 1 and self._search_done(state))
+
     def propose(self, state: TokenState, context: Any) -> Proposal:
-        """Top-k next tokens of every live beam on its shifted context, as candidate texts."""
+        """Top-k next tokens of every live beam on its shifted context, as candidate texts; once the
+        search is over (``select_final``), the finished hypotheses as complete texts."""
+        if self._selecting(state):
+            texts = [self.text(beam.ids) for beam in self.pool(state)]
+            return Proposal(candidates=texts, info={"final": True})
         texts, beam_idx, token_ids = [], [], []
         for b, (beam, (logits, _)) in enumerate(zip(state.beams, self._shifted_many(state.beams), strict=True)):
-            top = self._candidates(logits, self.text(beam.ids) if self.config.score_results else "")
+            top = self._candidates(logits, self._result_text(beam))
             for tok in top:
                 texts.append(self.text(beam.ids + [tok]))
                 beam_idx.append(b)
@@ -309,7 +346,14 @@ class CausalLMGenerator(Generator):
         return Proposal(candidates=texts, info={"beam": beam_idx, "token": token_ids})
 
     def refine(self, state: TokenState, proposal: Proposal, feedback: Any) -> TokenState:
-        """One gradient step on each beam's context delta; commit a token after the last step."""
+        """One gradient step on each beam's context delta; commit a token after the last step. In the
+        final selection round: choose the output among the finished hypotheses."""
+        if proposal.info.get("final"):
+            lp = self.config.length_penalty
+            ranked = [beam.score(lp) + self.config.select_weight * float(t)
+                      for beam, t in zip(self.pool(state), feedback.total, strict=True)]
+            state.choice = max(range(len(ranked)), key=ranked.__getitem__)
+            return state
         beam_idx = torch.tensor(proposal.info["beam"])
         tokens = torch.tensor(proposal.info["token"])
         rows = [(beam_idx == b).nonzero().flatten() for b in range(len(state.beams))]
@@ -367,7 +411,10 @@ class CausalLMGenerator(Generator):
             loss = loss + weights[name] * -(target * logp_k).sum()
         return loss + cfg.fluency_weight * (logp.exp() * (logp - beam.p_orig)).sum()
 
-    def _commit(self, state: TokenState, tokens: torch.Tensor, beam_idx: torch.Tensor, total: torch.Tensor) -> None:
+    def _commit(self, state: TokenState, tokens: torch.Tensor, beam_idx: torch.Tensor, total: torch.Tensor,
+                follow: bool = True) -> None:
+        """Expand every live beam by its best tokens on the fused distribution and keep the best
+        ``beam_size`` expansions (``follow``: then fast-forward through confident tokens)."""
         cfg = self.config
         expansions = []  # (score, logprob, beam index, token, new context)
         for b, (beam, (shifted, new_past)) in enumerate(zip(state.beams, self._shifted_many(state.beams), strict=True)):
@@ -402,7 +449,8 @@ class CausalLMGenerator(Generator):
         # Keep only as many finished beams as could still win.
         state.finished.sort(key=lambda x: x.score(cfg.length_penalty), reverse=True)
         del state.finished[cfg.beam_size :]
-        self._fast_forward(state)
+        if follow:
+            self._fast_forward(state)
 
     def _force(self, beam: Beam) -> None:
         if self.force_fn is None or beam.last == self.eos_id:
@@ -425,7 +473,11 @@ class CausalLMGenerator(Generator):
         return bool(self.stop_fn and self.stop_fn(text))
 
     def is_done(self, state: TokenState) -> bool:
-        """Done when no beam is live, or the best finished beam beats every live one."""
+        """Done when the search is over (:meth:`_search_done`) and no final selection round is due."""
+        return self._search_done(state) and not self._selecting(state)
+
+    def _search_done(self, state: TokenState) -> bool:
+        """Beam search is over when no beam is live, or the best finished beam beats every live one."""
         if not state.beams:
             return True
         if len(state.finished) >= self.config.beam_size:
@@ -436,13 +488,20 @@ class CausalLMGenerator(Generator):
         return False
 
     def output(self, state: TokenState) -> str:
-        """Text of the best beam (finished ones first)."""
-        pool = state.finished or state.beams
+        """Text of the chosen hypothesis (final selection) or of the best beam (finished ones first)."""
+        pool = self.pool(state)
+        if state.choice is not None:
+            return self.text(pool[state.choice].ids)
         best = max(pool, key=lambda b: b.score(self.config.length_penalty))
         return self.text(best.ids)
 
     def describe(self, state: TokenState, proposal: Proposal, feedback: Any) -> dict[str, Any]:
         """Which token the LM, the ensemble and each scorer preferred; what was committed."""
+        if proposal.info.get("final"):
+            pool = self.pool(state)
+            lm_best = max(range(len(pool)), key=lambda i: pool[i].score(self.config.length_penalty))
+            return {"final": True, "chosen": state.choice, "lm_choice": lm_best, "n_tokens": state.n_tokens,
+                    "scorer_top": {n: int(torch.argmax(s)) for n, s in feedback.scores.items()}}
         tokens = proposal.info["token"]
         beams = proposal.info["beam"]
         first = [i for i, b in enumerate(beams) if b == 0]
@@ -464,6 +523,6 @@ class CausalLMGenerator(Generator):
         """The LM alone with the same beam search and hooks, no scorers (the baseline)."""
         state = self.init_state(context, seed)
         dummy = torch.zeros(0)
-        while not self.is_done(state):
+        while not self._search_done(state):
             self._commit(state, torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long), dummy)
         return self.output(state)
