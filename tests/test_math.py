@@ -305,6 +305,28 @@ def test_eval_killed_mid_run_resumes_without_repeats_or_losses(tmp_path):
     assert (tmp_path / "res.jsonl.md").read_text().count("| lm ") == 1
 
 
+
+def test_eval_shards_on_one_results_file_cover_every_problem_once(tmp_path):
+    from ensemble.results import ResultsFile
+    from ensemble.verifiers.train import TrainConfig, train_verifiers
+
+    ck = tmp_path / "num"
+    train_verifiers(TrainConfig(n_problems=20, epochs=2, names={"numeric_verifier": str(ck), "minilm_verifier": "x"}),
+                    ["numeric_verifier"], log=lambda m: None)
+    out, source = tmp_path / "res.jsonl", tmp_path / "mini.jsonl"
+    source.write_text("".join(json.dumps({"question": f"Tom has {i} apples and gets 2 more. How many?",
+                                          "answer": f"#### {i + 2}"}) + "\n" for i in range(8)))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    procs = [subprocess.Popen(_eval_cmd(out, ck, source) + ["--shard", f"{i}/2"], cwd=ROOT, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    outputs = [p.communicate(timeout=600) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outputs]
+    rows = ResultsFile(out).rows()
+    assert len(rows) == len({ResultsFile.key_of(r) for r in rows}) == 16
+    assert len({r["item_id"] for r in rows}) == 8  # each problem in exactly one shard, both systems
+    bad = subprocess.run(_eval_cmd(out, ck, source) + ["--shard", "2/2"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert bad.returncode != 0 and "0 <= I < K" in bad.stderr
+
 # -- slow tier: the real offline LM and trained verifiers --------------------------------------------
 
 

@@ -38,6 +38,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="comma-separated: lm, verifier names, ensemble")
     p.add_argument("--out", default="results/math.jsonl", help="results JSONL (appended, resumable)")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--shard", default=None, metavar="I/K",
+                   help="evaluate only problems i with i %% K == I, e.g. one process per core with 0/2 and 1/2 on "
+                        "the same --out (appends are locked); the table covers every row already in the file")
     p.add_argument("--ray", action="store_true", help="shard the items over a Ray cluster")
     p.add_argument("--address", default=None, help="Ray cluster address (implies --ray)")
     add_model_flags(p)
@@ -45,7 +48,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ensemble.evaluation import evaluate_local, summarise
+    from ensemble.evaluation import evaluate_local, select_rows, summarise
     from ensemble.results import ResultsFile
     from ensemble.tasks.math import MathTask
 
@@ -56,6 +59,9 @@ def run(args: argparse.Namespace) -> int:
     if any(b < 1 for b in args.beams):
         raise ValueError(f"--beams {args.beams}: beam sizes must be >= 1")
     items = MathTask(**spec.task).items(args.n, args.seed, split=args.split)
+    mine = items[slice(*_shard(args.shard))] if args.shard else items
+    if args.shard and (args.ray or args.address):
+        raise ValueError("--shard splits the work between local processes; with --ray the cluster shards it")
     results = ResultsFile(args.out)
     if args.ray or args.address:
         from actors.evaluation import evaluate_on_ray
@@ -69,9 +75,24 @@ def run(args: argparse.Namespace) -> int:
             def progress(work):
                 return tqdm(work, desc="math eval", unit="run")
 
-        rows = evaluate_local(spec, items, systems, args.beams, args.seed, results, progress=progress)
+        evaluate_local(spec, mine, systems, args.beams, args.seed, results, progress=progress)
+        rows = select_rows(results.rows(), spec, items, systems, args.beams, args.seed)
+    if len(rows) < len(items) * len(systems) * len(args.beams):
+        print(f"\n{len(rows)} of {len(items) * len(systems) * len(args.beams)} runs are in {args.out} "
+              "(other shards still running?)")
     table = markdown_table(HEADER, summarise(rows, systems, args.beams))
     title = f"GSM-Symbolic ({args.source}, {args.split} split), {len(items)} problems, seed {args.seed}, LM {spec.lm}"
     print(f"\n{title}\n\n{table}")
     Path(str(args.out) + ".md").write_text(f"{title}\n\n{table}\n")
     return 0
+
+
+def _shard(text: str) -> tuple[int, None, int]:
+    """``"I/K"`` → the slice ``(I, None, K)``, with a clear error for anything else."""
+    try:
+        index, count = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise ValueError(f"--shard {text!r} must look like I/K, e.g. 0/2") from None
+    if not 0 <= index < count:
+        raise ValueError(f"--shard {text!r}: need 0 <= I < K")
+    return index, None, count
