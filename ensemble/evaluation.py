@@ -39,7 +39,8 @@ class EvalSpec:
         token: :class:`~ensemble.generators.causal_lm.TokenConfig` overrides (beam size is per system).
         task: :class:`~ensemble.tasks.math.MathTask` kwargs (default: no worked example in the prompt,
             as the fine-tuned generator was trained).
-        normalisation: per-scorer normalisation of the ensemble (``"zscore"`` suits log-probabilities
+        normalisation: per-scorer normalisation of the ensemble (``"none"``: raw log-probabilities, so a
+            verifier that cannot tell candidates apart barely pulls; ``"zscore"`` suits log-probabilities
             of differently calibrated verifiers).
         device: torch device.
         threads: torch intra-op threads (``None``: leave as is).
@@ -51,7 +52,7 @@ class EvalSpec:
     )
     token: dict[str, Any] = field(default_factory=dict)
     task: dict[str, Any] = field(default_factory=lambda: {"shots": 0})
-    normalisation: str = "zscore"
+    normalisation: str = "none"
     device: str = "cpu"
     threads: int | None = None
 

@@ -187,12 +187,18 @@ def test_guided_beams_step_and_commit_batched_exactly_as_one_at_a_time(tiny_lm, 
 def test_score_results_lets_the_scorers_choose_result_digits_the_lm_is_sure_of(tiny_lm):
     gen = _generator(tiny_lm, top_k=6, min_p=0.5)
     results = _generator(tiny_lm, top_k=6, min_p=0.5, score_results=True)
-    logits = torch.linspace(-8.0, -9.0, len(gen.tokenizer))
-    logits[7] = 0.0  # the LM is sure: every other token is below min_p
-    for text, lifted in (("13 balls * €15/ball =", True), ("so 13 * 15 = 1", True), ("it is €19.", False),
-                         ("13 balls * 1", False), ("= 195 balls", False)):
-        assert gen._candidates(logits, text) == [7]
+    digit, dot = (gen.tokenizer(t, add_special_tokens=False)["input_ids"][0] for t in ("7", "."))
+    for top, text, lifted in ((digit, "13 balls * €15/ball =", True), (digit, "so 13 * 15 = 1", True),
+                              (digit, "it is €19.", False), (digit, "13 balls * 1", False), (digit, "= 195 balls", False),
+                              (dot, "so 13 * 15 = 195", False)):  # the LM ends the number: it is the LM's
+        logits = torch.linspace(-8.0, -9.0, len(gen.tokenizer))
+        logits[top] = 0.0  # the LM is sure: every other token is below min_p
+        assert gen._candidates(logits, text) == [top]
         assert len(results._candidates(logits, text)) == (6 if lifted else 1), text
+    only = _generator(tiny_lm, top_k=6, min_p=1.0, score_results=True)  # rate result digits and nothing else
+    logits[digit], logits[dot] = 0.0, -1e-3  # a near tie the LM is unsure about
+    assert results._candidates(logits, "it is")[:2] == [digit, dot] and only._candidates(logits, "it is") == [digit]
+    assert len(only._candidates(logits, "so 13 * 15 = 1")) == 6
 
 
 class Likes(Scorer):

@@ -12,7 +12,7 @@ TOKEN_FLAGS = {
 }
 """TokenConfig fields exposed as ``--top-k`` … flags."""
 
-DEFAULTS: dict[str, Any] = {"top_k": 8, "min_p": 0.3, "steps_per_token": 1, "rerank_weight": 0.3, "max_new_tokens": 256,
+DEFAULTS: dict[str, Any] = {"top_k": 8, "min_p": 1.0, "steps_per_token": 1, "rerank_weight": 0.3, "max_new_tokens": 256,
                            "score_results": True, "select_final": True}
 """Defaults chosen for SmolLM2-135M on 2 CPU cores (tuned on training-seed problems only)."""
 
@@ -29,8 +29,9 @@ def add_model_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--annotations", action="store_true", help="GSM8K <<expr=value>> format in the prompt")
     p.add_argument("--shots", type=int, default=0, choices=[0, 1],
                    help="worked examples in the prompt (0 for the fine-tuned generator, 1 for an instruct LM)")
-    p.add_argument("--normalisation", default="zscore", choices=["zscore", "none", "rank"],
-                   help="per-verifier normalisation of ratings before they are summed (none: raw log p(correct))")
+    p.add_argument("--normalisation", default="none", choices=["zscore", "none", "rank"],
+                   help="per-verifier normalisation of ratings before they are summed (none: raw log p(correct), "
+                        "so a verifier whose features do not apply to a position barely pulls)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     p.add_argument("--score-results", action=argparse.BooleanOptionalAction, default=DEFAULTS["score_results"],
@@ -58,4 +59,4 @@ def spec_from_args(args: argparse.Namespace) -> Any:
     token = {k: getattr(args, k) for k in (*TOKEN_FLAGS, "score_results", "select_final") if getattr(args, k, None) is not None}
     return EvalSpec(lm=args.lm, verifiers={n: overrides.get(n, {}) for n in names}, token=token,
                     task={"annotations": args.annotations, "shots": args.shots}, device=args.device, threads=args.threads,
-                    normalisation=getattr(args, "normalisation", "zscore"))
+                    normalisation=getattr(args, "normalisation", "none"))

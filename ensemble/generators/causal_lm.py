@@ -33,6 +33,8 @@ from ensemble.generators import kv as kvlib
 
 _RESULT_RE = re.compile(r"=[ ]?[$€£]?[\d,]*(?:\.\d*)?$")
 """The end of a solution in the middle of (or right before) a result: ``… = ``, ``… = €18``."""
+_DIGITS_RE = re.compile(r"^ ?[$€£]?[\d,]*\d[\d,]*$")
+"""A token that writes digits of a number (``"7"``, ``" 12"``, ``"$3"``)."""
 
 
 @dataclass
@@ -44,10 +46,12 @@ class TokenConfig:
     min_p: float = 0.0
     """Drop candidates whose LM probability is below ``min_p`` × the top token's (the top token always
     stays), so the scorers choose only among tokens the LM finds plausible — where a small LM is
-    unsure, e.g. the digits of a number. 0 keeps all ``top_k``."""
+    unsure, e.g. the digits of a number. 0 keeps all ``top_k``; 1 keeps only the top token (and exact
+    ties), so with ``score_results`` the scorers rate result digits only."""
     score_results: bool = False
-    """Always let the scorers choose the digits of a result being written after ``=``: there the
-    ``min_p`` filter is lifted (all ``top_k`` are rated) and no token is committed as confident.
+    """Always let the scorers choose the digits of a result being written after ``=``: where the LM's
+    top token continues the number, the ``min_p`` filter is lifted (all ``top_k`` are rated) and no
+    token is committed as confident.
     Arithmetic the calculator cannot do (``13 balls * €15/ball = …``) is where a verifier that checks
     it knows better than a small LM, even at digits the LM is sure of. Operands are left to the LM."""
     steps_per_token: int = 3
@@ -99,7 +103,7 @@ class TokenConfig:
             "temperature": self.temperature > 0,
             "fluency_weight": self.fluency_weight >= 0,
             "fusion": 0.0 <= self.fusion <= 1.0,
-            "min_p": 0.0 <= self.min_p < 1.0,
+            "min_p": 0.0 <= self.min_p <= 1.0,
             "beam_size": self.beam_size >= 1,
             "max_new_tokens": self.max_new_tokens >= 1,
         }
@@ -108,7 +112,7 @@ class TokenConfig:
             raise ValueError(
                 f"invalid TokenConfig value(s) {', '.join(f'{k}={getattr(self, k)!r}' for k in bad)}: "
                 "top_k, steps_per_token, beam_size, max_new_tokens >= 1; temperature > 0; "
-                "step_size, fluency_weight >= 0; fusion in [0, 1]; min_p in [0, 1)"
+                "step_size, fluency_weight >= 0; fusion in [0, 1]; min_p in [0, 1]"
             )
         self.stop_strings = tuple(self.stop_strings)
 
@@ -281,9 +285,14 @@ class CausalLMGenerator(Generator):
         values, indices = torch.topk(logits, min(self.config.top_k, logits.numel()))
         if self.config.min_p > 0:
             keep = values >= values[0] + torch.log(torch.tensor(self.config.min_p))
-            if not (self.config.score_results and _RESULT_RE.search(text)):
+            if not (self.config.score_results and self._in_result(text, int(indices[0]))):
                 indices = indices[keep]
         return indices.tolist()
+
+    def _in_result(self, text: str, top: int) -> bool:
+        """True while a result is being written after ``=`` and the LM's top token continues its digits
+        (once the LM would end the number — ``.``, a line break, a unit — the number is the LM's)."""
+        return bool(_RESULT_RE.search(text)) and bool(_DIGITS_RE.match(self.tokenizer.decode([top])))
 
     def _fast_forward(self, state: TokenState) -> None:
         """Commit tokens directly while no live beam leaves the scorers a choice (``skip_confident``)."""
