@@ -12,7 +12,7 @@ TOKEN_FLAGS = {
 }
 """TokenConfig fields exposed as ``--top-k`` … flags."""
 
-DEFAULTS: dict[str, Any] = {"top_k": 8, "min_p": 1.0, "steps_per_token": 1, "rerank_weight": 0.3, "max_new_tokens": 256,
+DEFAULTS: dict[str, Any] = {"top_k": 8, "min_p": 1.0, "steps_per_token": 1, "step_size": 0.1, "rerank_weight": 0.3, "max_new_tokens": 256,
                            "score_results": True, "select_final": True}
 """Defaults chosen for SmolLM2-135M on 2 CPU cores (tuned on training-seed problems only)."""
 
