@@ -221,9 +221,14 @@ def select_rows(rows: Iterable[dict[str, Any]], spec: EvalSpec, items: Sequence[
 
 
 def summarise(rows: Sequence[dict[str, Any]], systems: Sequence[str], beams: Sequence[int]) -> list[list[Any]]:
-    """Table rows ``[system, beam, n, accuracy %, seconds/problem, tokens/s]``."""
+    """Table rows ``[system, beam, n, accuracy %, won / lost vs the LM alone, seconds/problem, tokens/s]``.
+
+    "won / lost" counts the problems a guided system solved where the LM alone (same beam) failed, and
+    failed where it solved, over the problems both ran ("–" for the LM itself or without LM rows).
+    """
     table = []
     for beam in beams:
+        lm = {r["item_id"]: r["correct"] for r in rows if r["system"] == LM_ALONE and r["beam"] == beam}
         for system in systems:
             sel = [r for r in rows if r["system"] == system and r["beam"] == beam]
             if not sel:
@@ -232,5 +237,9 @@ def summarise(rows: Sequence[dict[str, Any]], systems: Sequence[str], beams: Seq
             acc = 100.0 * sum(r["correct"] for r in sel) / n
             secs = sum(r["seconds"] for r in sel) / n
             tps = sum(r["tokens"] for r in sel) / max(sum(r["seconds"] for r in sel), 1e-9)
-            table.append([system, beam, n, acc, secs, tps])
+            both = [r for r in sel if r["item_id"] in lm]
+            vs_lm = "–" if system == LM_ALONE or not both else (
+                f"{sum(r['correct'] and not lm[r['item_id']] for r in both):g} / "
+                f"{sum(lm[r['item_id']] and not r['correct'] for r in both):g}")
+            table.append([system, beam, n, acc, vs_lm, secs, tps])
     return table

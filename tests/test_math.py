@@ -471,3 +471,16 @@ def test_lm_alone_results_are_shared_across_guidance_settings():
     # knobs of the final selection among beams cannot change a beam-1 run
     c = EvalSpec(lm="tiny-causal-lm", token={"rerank_weight": 0.3, "select_final": True, "select_weight": 2.0})
     assert c.hash("ensemble", 1) == a.hash("ensemble", 1) and c.hash("ensemble", 5) != a.hash("ensemble", 5)
+
+
+def test_eval_table_counts_problems_won_and_lost_against_the_lm_alone():
+    from ensemble.evaluation import summarise
+
+    def row(system, item, correct):
+        return {"system": system, "beam": 1, "item_id": item, "correct": correct, "seconds": 1.0, "tokens": 10}
+
+    rows = [row("lm", "a", 1.0), row("lm", "b", 0.0), row("lm", "c", 1.0),
+            row("ensemble", "a", 1.0), row("ensemble", "b", 1.0), row("ensemble", "c", 0.0), row("ensemble", "d", 1.0)]
+    table = {r[0]: r for r in summarise(rows, ["lm", "ensemble"], [1])}
+    assert table["lm"][4] == "–" and table["ensemble"][4] == "1 / 1"  # "d" has no LM row: not counted
+    assert table["ensemble"][2:4] == [4, 75.0]

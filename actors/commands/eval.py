@@ -13,7 +13,7 @@ from pathlib import Path
 from actors.commands._math_args import add_model_flags, spec_from_args
 from actors.table import markdown_table
 
-HEADER = ["system", "beam", "problems", "accuracy %", "s / problem", "tokens / s"]
+HEADER = ["system", "beam", "problems", "accuracy %", "won / lost vs LM alone", "s / problem", "tokens / s"]
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
