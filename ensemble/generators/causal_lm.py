@@ -499,17 +499,17 @@ class CausalLMGenerator(Generator):
     def output(self, state: TokenState) -> str:
         """Text of the chosen hypothesis (final selection) or of the best beam (finished ones first)."""
         pool = self.pool(state)
-        if state.choice is not None:
-            return self.text(pool[state.choice].ids)
-        best = max(pool, key=lambda b: b.score(self.config.length_penalty))
-        return self.text(best.ids)
+        return self.text(pool[state.choice if state.choice is not None else self._lm_best(pool)].ids)
+
+    def _lm_best(self, pool: list[Beam]) -> int:
+        """Index of the beam with the best length-normalised log-probability (the LM's own pick)."""
+        return max(range(len(pool)), key=lambda i: pool[i].score(self.config.length_penalty))
 
     def describe(self, state: TokenState, proposal: Proposal, feedback: Any) -> dict[str, Any]:
         """Which token the LM, the ensemble and each scorer preferred; what was committed."""
         if proposal.info.get("final"):
-            pool = self.pool(state)
-            lm_best = max(range(len(pool)), key=lambda i: pool[i].score(self.config.length_penalty))
-            return {"final": True, "chosen": state.choice, "lm_choice": lm_best, "n_tokens": state.n_tokens,
+            return {"final": True, "chosen": state.choice, "lm_choice": self._lm_best(self.pool(state)),
+                    "n_tokens": state.n_tokens,
                     "scorer_top": {n: int(torch.argmax(s)) for n, s in feedback.scores.items()}}
         tokens = proposal.info["token"]
         beams = proposal.info["beam"]
