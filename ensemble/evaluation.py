@@ -39,6 +39,8 @@ class EvalSpec:
         token: :class:`~ensemble.generators.causal_lm.TokenConfig` overrides (beam size is per system).
         task: :class:`~ensemble.tasks.math.MathTask` kwargs (default: no worked example in the prompt,
             as the fine-tuned generator was trained).
+        weights: per-verifier weights of the ensemble system (a missing name weighs 1.0, the paper's
+            unweighted sum); single-verifier systems always weigh their verifier 1.0.
         normalisation: per-scorer normalisation of the ensemble (``"none"``: raw log-probabilities, so a
             verifier that cannot tell candidates apart barely pulls; ``"zscore"`` suits log-probabilities
             of differently calibrated verifiers).
@@ -52,9 +54,18 @@ class EvalSpec:
     )
     token: dict[str, Any] = field(default_factory=dict)
     task: dict[str, Any] = field(default_factory=lambda: {"shots": 0})
+    weights: dict[str, float] = field(default_factory=dict)
     normalisation: str = "none"
     device: str = "cpu"
     threads: int | None = None
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.weights) - set(self.verifiers))
+        if unknown:
+            raise ValueError(f"weights name {unknown}, which are not among the verifiers {sorted(self.verifiers)}")
+        bad = {n: w for n, w in self.weights.items() if not float(w) >= 0.0}
+        if bad:
+            raise ValueError(f"weights must be >= 0, got {bad}")
 
     def systems(self) -> list[str]:
         """All systems this spec can run: the LM alone, each verifier, the ensemble."""
@@ -84,8 +95,9 @@ class EvalSpec:
             token = {k: v for k, v in token.items() if k not in GUIDANCE_KNOBS}
         if beam == 1:
             token = {k: v for k, v in token.items() if k not in MULTI_BEAM_KNOBS}
+        extra = {"weights": dict(sorted(self.weights.items()))} if system == ENSEMBLE and self.weights else {}
         return config_hash({"lm": self.lm, "verifiers": used, "token": token, "task": self.task,
-                            "versions": versions,
+                            "versions": versions, **extra,
                             "normalisation": self.normalisation if system == ENSEMBLE else None,
                             "system": system, "beam": beam})
 
@@ -128,7 +140,8 @@ class MathEvaluator:
         from ensemble.config import EnsembleConfig
 
         names = list(self.scorers) if system == ENSEMBLE else [system]
-        return ScorerEnsemble({n: self.scorers[n] for n in names}, EnsembleConfig(normalisation=self.spec.normalisation))
+        return ScorerEnsemble({n: self.scorers[n] for n in names}, EnsembleConfig(
+            weights=dict(self.spec.weights) if system == ENSEMBLE else {}, normalisation=self.spec.normalisation))
 
     def solve(self, item: Item, system: str, beam: int, seed: int = 0,
               callback: Callable[[Any, Any], Any] | None = None) -> dict[str, Any]:

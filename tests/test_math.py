@@ -32,6 +32,16 @@ class Prefers(Scorer):
         return ScoreOutput(scores=torch.tensor([float(c.endswith(self.suffix)) for c in candidates]))
 
 
+class LastChar(Scorer):
+    """Scores ``sign`` × the code point of a candidate's last character (two of them pull opposite ways)."""
+
+    def __init__(self, sign: float) -> None:
+        self.sign = sign
+
+    def score(self, context, candidates, *, need_grad=False):
+        return ScoreOutput(scores=torch.tensor([self.sign * ord(c[-1]) / 100 if c else 0.0 for c in candidates]))
+
+
 @pytest.fixture(scope="module")
 def tiny_lm():
     from ensemble.models.tiny import tiny_causal_lm
@@ -473,6 +483,42 @@ def test_lm_alone_results_are_shared_across_guidance_settings():
     assert c.hash("ensemble", 1) == a.hash("ensemble", 1) and c.hash("ensemble", 5) != a.hash("ensemble", 5)
 
 
+def test_ensemble_weights_reach_the_ensemble_only_and_its_hash(tiny_lm):
+    from ensemble.evaluation import EvalSpec, MathEvaluator
+
+    token = {"top_k": 8, "min_p": 0.0, "steps_per_token": 1, "rerank_weight": 5.0, "max_new_tokens": 4,
+             "score_results": False}
+    item = MathTask().items(1, 0)[0]
+
+    def outputs(weights):
+        spec = EvalSpec(lm="tiny-causal-lm", verifiers={"a": {}, "b": {}}, weights=weights, token=token)
+        ev = MathEvaluator(spec, lm=tiny_lm, scorers={"a": LastChar(1.0), "b": LastChar(-1.0)})
+        return {s: ev.solve(item, s, 1)["output"] for s in ("a", "b", "ensemble")}
+
+    only_b = outputs({"a": 0.0})
+    only_a = outputs({"b": 0.0})
+    assert only_a["a"] != only_a["b"]  # the two verifiers pull different ways
+    assert only_b["ensemble"] == only_b["b"] and only_a["ensemble"] == only_a["a"]
+    assert only_b["a"] == only_a["a"]  # a single verifier always weighs 1
+
+    plain = EvalSpec(lm="tiny-causal-lm")
+    weighted = EvalSpec(lm="tiny-causal-lm", weights={"minilm_verifier": 0.3})
+    assert weighted.hash("ensemble", 1) != plain.hash("ensemble", 1)
+    assert all(weighted.hash(s, 1) == plain.hash(s, 1) for s in ("lm", "numeric_verifier", "minilm_verifier"))
+    with pytest.raises(ValueError, match="not among the verifiers"):
+        EvalSpec(weights={"minilm": 0.3})
+
+
+def test_weights_flag_parses_and_rejects_malformed_entries():
+    from actors.commands._math_args import _weights
+
+    assert _weights("numeric_verifier=1, minilm_verifier=0.3") == {"numeric_verifier": 1.0, "minilm_verifier": 0.3}
+    assert _weights("") == {}
+    for bad in ("minilm_verifier", "minilm_verifier=high"):
+        with pytest.raises(ValueError, match="NAME=W"):
+            _weights(bad)
+
+
 def test_eval_table_counts_problems_won_and_lost_against_the_lm_alone():
     from ensemble.evaluation import summarise
 
@@ -484,3 +530,19 @@ def test_eval_table_counts_problems_won_and_lost_against_the_lm_alone():
     table = {r[0]: r for r in summarise(rows, ["lm", "ensemble"], [1])}
     assert table["lm"][4] == "–" and table["ensemble"][4] == "1 / 1"  # "d" has no LM row: not counted
     assert table["ensemble"][2:4] == [4, 75.0]
+
+
+def test_auc_weights_come_from_each_checkpoints_held_out_record(tmp_path):
+    from ensemble.verifiers.checkpoint import auc_weights
+
+    for name, auc in (("good", 0.95), ("weak", 0.8), ("chance", 0.45)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text(json.dumps({"metrics": {"held_out_lm_auc": auc}}))
+    w = auc_weights({n: {"checkpoint": str(tmp_path / n)} for n in ("good", "weak", "chance")})
+    assert w == {"good": 0.9, "weak": 0.6, "chance": 0.0}
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "config.json").write_text("{}")
+    with pytest.raises(ValueError, match="records no 'held_out_lm_auc'"):
+        auc_weights({"v": {"checkpoint": str(tmp_path / "old")}})
+    with pytest.raises(ValueError, match="give weights as NAME=W"):
+        auc_weights({"sequence_classifier": {}})

@@ -24,6 +24,10 @@ def add_model_flags(p: argparse.ArgumentParser) -> None:
                         "SmolLM2-135M fine-tuned by `ensemble train generator`")
     p.add_argument("--verifiers", default="numeric_verifier,minilm_verifier",
                    help="comma-separated verifier scorer names forming the ensemble")
+    p.add_argument("--weights", default="", metavar="NAME=W,…",
+                   help="per-verifier weights of the ensemble, e.g. numeric_verifier=1,minilm_verifier=0.3 "
+                        "(a missing name weighs 1, the paper's unweighted sum), or 'auc': 2·AUC − 1 from each "
+                        "checkpoint's held-out AUC on LM samples (training-split problems)")
     p.add_argument("--checkpoint", action="append", default=[], metavar="NAME=PATH",
                    help="verifier checkpoint override, e.g. numeric_verifier=/tmp/ck (repeatable)")
     p.add_argument("--annotations", action="store_true", help="GSM8K <<expr=value>> format in the prompt")
@@ -56,7 +60,30 @@ def spec_from_args(args: argparse.Namespace) -> Any:
         if name not in names:
             raise ValueError(f"--checkpoint names {name!r}, which is not among --verifiers {names}")
         overrides[name] = {"checkpoint": path}
+    weights_text = getattr(args, "weights", "")
+    if weights_text.strip() == "auc":
+        from ensemble.verifiers.checkpoint import auc_weights
+
+        weights = auc_weights({n: overrides.get(n, {}) for n in names})
+    else:
+        weights = _weights(weights_text)
     token = {k: getattr(args, k) for k in (*TOKEN_FLAGS, "score_results", "select_final") if getattr(args, k, None) is not None}
     return EvalSpec(lm=args.lm, verifiers={n: overrides.get(n, {}) for n in names}, token=token,
-                    task={"annotations": args.annotations, "shots": args.shots}, device=args.device, threads=args.threads,
+                    task={"annotations": args.annotations, "shots": args.shots}, device=args.device, threads=args.threads, weights=weights,
                     normalisation=getattr(args, "normalisation", "none"))
+
+
+def _weights(text: str) -> dict[str, float]:
+    """``"a=1,b=0.3"`` → ``{"a": 1.0, "b": 0.3}``, with a clear error for anything else."""
+    out: dict[str, float] = {}
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        name, sep, value = part.partition("=")
+        try:
+            if not sep:
+                raise ValueError
+            out[name.strip()] = float(value)
+        except ValueError:
+            raise ValueError(f"--weights {text!r}: each entry must look like NAME=W, e.g. minilm_verifier=0.3") from None
+    return out

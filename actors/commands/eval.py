@@ -29,6 +29,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     ip.set_defaults(func=image_cli.evaluate)
     p = tasks.add_parser("math", help="LM alone vs + each verifier vs + the ensemble, beam 1 and 5")
     p.add_argument("--n", type=int, default=200, help="number of problems")
+    p.add_argument("--skip", type=int, default=0, metavar="N",
+                   help="leave out the first N of the --n problems (e.g. finished in an earlier results file)")
     p.add_argument("--seed", type=int, default=0, help="evaluation seed (GSM-Symbolic test split)")
     p.add_argument("--source", default="gsm_symbolic", help="gsm_symbolic or a GSM8K .jsonl path")
     p.add_argument("--split", default="test", choices=["test", "train"],
@@ -58,7 +60,9 @@ def run(args: argparse.Namespace) -> int:
     spec.check_systems(systems)
     if any(b < 1 for b in args.beams):
         raise ValueError(f"--beams {args.beams}: beam sizes must be >= 1")
-    items = MathTask(**spec.task).items(args.n, args.seed, split=args.split)
+    if not 0 <= args.skip < args.n:
+        raise ValueError(f"--skip {args.skip}: need 0 <= skip < --n ({args.n})")
+    items = MathTask(**spec.task).items(args.n, args.seed, split=args.split)[args.skip:]
     mine = items[slice(*_shard(args.shard))] if args.shard else items
     if args.shard and (args.ray or args.address):
         raise ValueError("--shard splits the work between local processes; with --ray the cluster shards it")
@@ -81,7 +85,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"\n{len(rows)} of {len(items) * len(systems) * len(args.beams)} runs are in {args.out} "
               "(other shards still running?)")
     table = markdown_table(HEADER, summarise(rows, systems, args.beams))
-    title = f"GSM-Symbolic ({args.source}, {args.split} split), {len(items)} problems, seed {args.seed}, LM {spec.lm}"
+    which = f"problems {args.skip + 1}–{args.n}" if args.skip else f"{len(items)} problems"
+    title = f"GSM-Symbolic ({args.source}, {args.split} split), {which}, seed {args.seed}, LM {spec.lm}"
     print(f"\n{title}\n\n{table}")
     Path(str(args.out) + ".md").write_text(f"{title}\n\n{table}\n")
     return 0

@@ -66,3 +66,31 @@ def load_checkpoint(name_or_dir: str | os.PathLike, expected_type: str) -> tuple
     if config.get("type") != expected_type:
         raise ValueError(f"{path} holds a {config.get('type')!r} checkpoint, not {expected_type!r}")
     return config, safetensors.torch.load_file(str(path / "model.safetensors")), path
+
+
+def auc_weights(verifiers: dict[str, dict[str, Any]], metric: str = "held_out_lm_auc") -> dict[str, float]:
+    """Ensemble weights from each verifier checkpoint's held-out AUC: ``max(0, 2·AUC − 1)`` (the Gini
+    coefficient: 0 for a verifier no better than chance, 1 for a perfect one), rounded to 3 decimals.
+
+    The AUC is the one measured by ``ensemble train verifiers`` on held-out *training-split* problems (by
+    default on the LM's own samples, right vs wrong), so the weights never see evaluation problems.
+
+    Args:
+        verifiers: verifier name → scorer kwargs (an optional ``checkpoint`` overrides the default one).
+        metric: which recorded metric to use.
+
+    Raises:
+        ValueError: a verifier has no project checkpoint or its record lacks ``metric``.
+    """
+    weights = {}
+    for name, kwargs in verifiers.items():
+        checkpoint = kwargs.get("checkpoint", DEFAULT_CHECKPOINTS.get(name))
+        if checkpoint is None:
+            raise ValueError(f"--weights auc: {name!r} has no project checkpoint with a held-out AUC; give weights as NAME=W")
+        config = json.loads((checkpoint_path(checkpoint) / "config.json").read_text())
+        auc = config.get("metrics", {}).get(metric)
+        if auc is None:
+            raise ValueError(f"--weights auc: checkpoint {checkpoint!r} of {name!r} records no {metric!r} "
+                             "(retrain it with `ensemble train verifiers`, or give weights as NAME=W)")
+        weights[name] = round(max(0.0, 2.0 * float(auc) - 1.0), 3)
+    return weights
