@@ -27,7 +27,7 @@ class Feedback:
         scores: raw ``[N]`` scores of every scorer that answered, by name (attribution).
         normalised: the normalised ``[N]`` scores that entered ``total``, by name.
         weights: the effective weights used this round (renormalised over the answering scorers so
-            they sum to the configured total).
+            they sum to the configured total of the scorers asked this round).
         grad: weighted sum of the scorers' (normalised) gradients, shaped like the candidates, when
             gradients were requested; else ``None``.
         missing: scorers that did not answer this round (error or timeout).
@@ -126,8 +126,9 @@ class ScorerEnsemble:
         return out, time.perf_counter() - start
 
     async def ascore(self, context: Any, proposal: Proposal) -> Feedback:
-        """Await every scorer concurrently and aggregate; drop and record scorers that fail."""
-        names = self.names
+        """Await every scorer (or those ``proposal.scorers`` names) concurrently and aggregate; drop and
+        record scorers that fail. A round that asks none of them gets an empty, all-zero feedback."""
+        names = self.names if proposal.scorers is None else [n for n in self.names if n in proposal.scorers]
         results = await asyncio.gather(
             *(self._call(n, context, proposal) for n in names), return_exceptions=True
         )
@@ -147,13 +148,13 @@ class ScorerEnsemble:
                 continue
             outputs[name] = out
             latency[name] = dt
-        if len(outputs) < self.config.min_scorers:
+        if len(outputs) < min(self.config.min_scorers, len(names)):
             detail = "; ".join(f"{k}: {v}" for k, v in errors.items())
             raise EnsembleError(
                 f"only {len(outputs)} of {len(names)} scorers answered (min_scorers="
                 f"{self.config.min_scorers}): {detail}"
             )
-        return self._aggregate(outputs, errors, latency, proposal)
+        return self._aggregate(outputs, errors, latency, proposal, names)
 
     def score(self, context: Any, proposal: Proposal) -> Feedback:
         """Synchronous :meth:`ascore` (not for use inside a running event loop)."""
@@ -165,8 +166,9 @@ class ScorerEnsemble:
         errors: dict[str, str],
         latency: dict[str, float],
         proposal: Proposal,
+        asked: list[str],
     ) -> Feedback:
-        configured = sum(self.weight(n) for n in self.names)
+        configured = sum(self.weight(n) for n in asked)
         answered = sum(self.weight(n) for n in outputs)
         factor = configured / answered if answered > 0 else 0.0
         weights = {n: self.weight(n) * factor for n in outputs}
@@ -194,7 +196,7 @@ class ScorerEnsemble:
             normalised=normed,
             weights=weights,
             grad=grad,
-            missing=[n for n in self.names if n not in outputs],
+            missing=[n for n in asked if n not in outputs],
             errors=errors,
             latency_s=latency,
         )

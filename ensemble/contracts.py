@@ -31,11 +31,14 @@ class Proposal:
             sequence a task's scorers understand (selection rule: e.g. rendered camera views).
         need_grad: ask differentiable scorers for d score / d candidates (gradient rule).
         info: generator-side bookkeeping shown in round records (e.g. which beam a candidate extends).
+        scorers: ask only the ensemble's scorers of these names this round (``None``: all of them), e.g.
+            a verifier of whole solutions is left out of token rounds and asked only in a final selection.
     """
 
     candidates: Any
     need_grad: bool = False
     info: dict[str, Any] = field(default_factory=dict)
+    scorers: tuple[str, ...] | None = None
 
     def __len__(self) -> int:
         return len(self.candidates)

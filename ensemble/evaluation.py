@@ -23,7 +23,7 @@ LM_ALONE = "lm"
 ENSEMBLE = "ensemble"
 GUIDANCE_KNOBS = frozenset({"top_k", "min_p", "score_results", "steps_per_token", "step_size", "temperature",
                             "target_prior", "fluency_weight", "fusion", "keep_shift", "skip_confident",
-                            "rerank_weight", "select_final", "select_weight"})
+                            "rerank_weight", "select_final", "select_weight", "token_scorers"})
 """TokenConfig fields that act only through the scorers (left out of the LM-alone config hash)."""
 MULTI_BEAM_KNOBS = frozenset({"select_final", "select_weight"})
 """TokenConfig fields that act only with several beams (left out of beam-1 config hashes)."""
@@ -63,6 +63,9 @@ class EvalSpec:
         unknown = sorted(set(self.weights) - set(self.verifiers))
         if unknown:
             raise ValueError(f"weights name {unknown}, which are not among the verifiers {sorted(self.verifiers)}")
+        unknown = sorted(set(self.token.get("token_scorers", ())) - set(self.verifiers))
+        if unknown:
+            raise ValueError(f"token_scorers name {unknown}, which are not among the verifiers {sorted(self.verifiers)}")
         bad = {n: w for n, w in self.weights.items() if not float(w) >= 0.0}
         if bad:
             raise ValueError(f"weights must be >= 0, got {bad}")
@@ -95,6 +98,11 @@ class EvalSpec:
             token = {k: v for k, v in token.items() if k not in GUIDANCE_KNOBS}
         if beam == 1:
             token = {k: v for k, v in token.items() if k not in MULTI_BEAM_KNOBS}
+        if "token_scorers" in token:  # as the system sees it: which of *its* verifiers rate tokens
+            asked = sorted(n for n in used if n in token["token_scorers"])
+            token = {k: v for k, v in token.items() if k != "token_scorers"}
+            if asked != sorted(used):
+                token["token_scorers"] = asked
         extra = {"weights": dict(sorted(self.weights.items()))} if system == ENSEMBLE and self.weights else {}
         return config_hash({"lm": self.lm, "verifiers": used, "token": token, "task": self.task,
                             "versions": versions, **extra,

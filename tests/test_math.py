@@ -509,6 +509,55 @@ def test_ensemble_weights_reach_the_ensemble_only_and_its_hash(tiny_lm):
         EvalSpec(weights={"minilm": 0.3})
 
 
+class Counted(Scorer):
+    """Wraps a scorer and records the size of every candidate list it is asked to rate."""
+
+    def __init__(self, inner: Scorer) -> None:
+        self.inner, self.calls = inner, []
+
+    def score(self, context, candidates, *, need_grad=False):
+        self.calls.append(len(candidates))
+        return self.inner.score(context, candidates, need_grad=need_grad)
+
+
+def test_token_scorers_rate_tokens_and_the_others_only_the_finished_solutions(tiny_lm):
+    from ensemble.contracts import Proposal
+
+    # the ensemble asks only the named scorers, without inflating their weights; asking nobody is no failure
+    a, b = Counted(LastChar(1.0)), Counted(LastChar(-1.0))
+    ens = ScorerEnsemble({"a": a, "b": b})
+    fb = ens.score(None, Proposal(candidates=["x1", "x2"], scorers=("b",)))
+    assert a.calls == [] and b.calls == [2] and fb.weights == {"b": 1.0} and fb.missing == []
+    empty = ens.score(None, Proposal(candidates=["x1", "x2"], scorers=()))
+    assert empty.scores == {} and empty.total.tolist() == [0.0, 0.0]
+
+    def solve(token_scorers, scorers, beams=1):
+        gen = _generator(tiny_lm, top_k=8, steps_per_token=1, rerank_weight=5.0, max_new_tokens=4, beam_size=beams,
+                         select_final=True, token_scorers=token_scorers)
+        return run_consensus(gen, ScorerEnsemble(scorers), None, ConsensusConfig(max_rounds=200)).output
+
+    alone_b = solve((), {"b": LastChar(-1.0)})
+    assert solve((), {"a": LastChar(1.0)}) != alone_b  # the two pull different ways
+    a, b = Counted(LastChar(1.0)), Counted(LastChar(-1.0))
+    assert solve(("b",), {"a": a, "b": b}) == alone_b and a.calls == [] and b.calls
+    a, b = Counted(LastChar(1.0)), Counted(LastChar(-1.0))
+    solve(("b",), {"a": a, "b": b}, beams=3)
+    assert a.calls == [3] and len(b.calls) >= 1  # "a" rated only the three finished solutions, once
+
+
+def test_token_scorers_enter_a_systems_hash_only_where_they_change_it():
+    from ensemble.evaluation import EvalSpec
+
+    plain = EvalSpec(lm="tiny-causal-lm")
+    split = EvalSpec(lm="tiny-causal-lm", token={"token_scorers": ["numeric_verifier"]})
+    assert split.hash("numeric_verifier", 1) == plain.hash("numeric_verifier", 1)  # it rates tokens either way
+    assert split.hash("lm", 5) == plain.hash("lm", 5)
+    assert split.hash("ensemble", 1) != plain.hash("ensemble", 1)
+    assert split.hash("minilm_verifier", 5) != plain.hash("minilm_verifier", 5)
+    with pytest.raises(ValueError, match="token_scorers name"):
+        EvalSpec(token={"token_scorers": ["numeric"]})
+
+
 def test_weights_flag_parses_and_rejects_malformed_entries():
     from actors.commands._math_args import _weights
 

@@ -28,6 +28,9 @@ def add_model_flags(p: argparse.ArgumentParser) -> None:
                    help="per-verifier weights of the ensemble, e.g. numeric_verifier=1,minilm_verifier=0.3 "
                         "(a missing name weighs 1, the paper's unweighted sum), or 'auc': 2·AUC − 1 from each "
                         "checkpoint's held-out AUC on LM samples (training-split problems)")
+    p.add_argument("--token-scorers", default="", metavar="NAME,…",
+                   help="TokenConfig.token_scorers: the verifiers asked in token rounds (default: all); the others "
+                        "rate only finished solutions in the final selection (beam > 1)")
     p.add_argument("--checkpoint", action="append", default=[], metavar="NAME=PATH",
                    help="verifier checkpoint override, e.g. numeric_verifier=/tmp/ck (repeatable)")
     p.add_argument("--annotations", action="store_true", help="GSM8K <<expr=value>> format in the prompt")
@@ -68,6 +71,9 @@ def spec_from_args(args: argparse.Namespace) -> Any:
     else:
         weights = _weights(weights_text)
     token = {k: getattr(args, k) for k in (*TOKEN_FLAGS, "score_results", "select_final") if getattr(args, k, None) is not None}
+    token_scorers = [n.strip() for n in getattr(args, "token_scorers", "").split(",") if n.strip()]
+    if token_scorers:
+        token["token_scorers"] = token_scorers
     return EvalSpec(lm=args.lm, verifiers={n: overrides.get(n, {}) for n in names}, token=token,
                     task={"annotations": args.annotations, "shots": args.shots}, device=args.device, threads=args.threads, weights=weights,
                     normalisation=getattr(args, "normalisation", "none"))

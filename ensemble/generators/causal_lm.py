@@ -90,6 +90,10 @@ class TokenConfig:
     the best by length-normalised log-probability + ``select_weight`` × the ensemble's rating."""
     select_weight: float = 1.0
     """Weight of the ensemble's (normalised) rating against the beam score in the final selection."""
+    token_scorers: tuple[str, ...] = ()
+    """Names of the scorers asked in token rounds (empty: all). The others are asked only in the final
+    selection round (``select_final``): a division of labour where a verifier of whole solutions does
+    not vote on single digits it cannot check. A round that asks nobody leaves the LM's token."""
     max_new_tokens: int = 256
     """Budget of generated tokens per beam."""
     stop_strings: tuple[str, ...] = ()
@@ -115,6 +119,7 @@ class TokenConfig:
                 "step_size, fluency_weight >= 0; fusion in [0, 1]; min_p in [0, 1]"
             )
         self.stop_strings = tuple(self.stop_strings)
+        self.token_scorers = tuple(self.token_scorers)
 
 
 @dataclass
@@ -352,7 +357,8 @@ class CausalLMGenerator(Generator):
                 texts.append(self.text(beam.ids + [tok]))
                 beam_idx.append(b)
                 token_ids.append(tok)
-        return Proposal(candidates=texts, info={"beam": beam_idx, "token": token_ids})
+        return Proposal(candidates=texts, info={"beam": beam_idx, "token": token_ids},
+                        scorers=self.config.token_scorers or None)
 
     def refine(self, state: TokenState, proposal: Proposal, feedback: Any) -> TokenState:
         """One gradient step on each beam's context delta; commit a token after the last step. In the
@@ -366,8 +372,9 @@ class CausalLMGenerator(Generator):
         beam_idx = torch.tensor(proposal.info["beam"])
         tokens = torch.tensor(proposal.info["token"])
         rows = [(beam_idx == b).nonzero().flatten() for b in range(len(state.beams))]
-        self._delta_steps(state.beams, [tokens[r] for r in rows],
-                          [{n: s[r] for n, s in feedback.normalised.items()} for r in rows], feedback.weights)
+        if feedback.normalised:  # nobody asked (token_scorers): no target, no step
+            self._delta_steps(state.beams, [tokens[r] for r in rows],
+                              [{n: s[r] for n, s in feedback.normalised.items()} for r in rows], feedback.weights)
         state.step += 1
         if state.step >= self.config.steps_per_token:
             self._commit(state, tokens, beam_idx, feedback.total)
