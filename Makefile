@@ -12,7 +12,9 @@ export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER := 0
 install:
 	bash scripts/install.sh
 
-QUESTION ?= A baker makes 12 muffins in the morning and 15 muffins in the afternoon. She sells 20 muffins. How many muffins are left?
+# A GSM-Symbolic training-split problem (never an evaluation one) whose results the calculator cannot
+# compute (`13 balls * €15/ball =`): the numeric verifier chooses their digits.
+QUESTION ?= There are currently 13 orange balls, 27 yellow balls, and 19 red balls in the shop. orange balls cost €15, yellow balls cost €6 and red balls cost €4. How much will the shop have received after all the balls are sold?
 
 # The main job: the math task offline. The first time (~25 min on 2 cores) it fine-tunes SmolLM2-135M on
 # GSM-Symbolic training problems and trains the two verifiers on references, perturbations and the
