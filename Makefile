@@ -16,7 +16,7 @@ install:
 # compute (`13 balls * €15/ball =`): the numeric verifier chooses their digits.
 QUESTION ?= There are currently 13 orange balls, 27 yellow balls, and 19 red balls in the shop. orange balls cost €15, yellow balls cost €6 and red balls cost €4. How much will the shop have received after all the balls are sold?
 
-# The main job: the math task offline. The first time (~25 min on 2 cores) it fine-tunes SmolLM2-135M on
+# The main job: the math task offline. The first time (~80 min on 2 cores) it fine-tunes SmolLM2-135M on
 # GSM-Symbolic training problems and trains the two verifiers on references, perturbations and the
 # fine-tuned LM's own samples; then it solves one problem with the LM guided by the verifier ensemble
 # and shows the rounds.

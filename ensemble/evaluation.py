@@ -84,14 +84,14 @@ class EvalSpec:
         """Config hash of one (system, beam) evaluation: names, settings and the content fingerprints of
         project checkpoints (device and threads excluded)."""
         from ensemble.models import checkpoint_fingerprint
-        from ensemble.verifiers.checkpoint import DEFAULT_CHECKPOINTS
+        from ensemble.verifiers.checkpoint import verifier_checkpoint
 
         used = self.verifiers if system == ENSEMBLE else {k: v for k, v in self.verifiers.items() if k == system}
         # Project checkpoints are identified by content too: retraining one under the same name must
         # not let its old results count for the new model.
         versions = {"lm": checkpoint_fingerprint(self.lm)}
         for name, kwargs in used.items():
-            checkpoint = kwargs.get("checkpoint", DEFAULT_CHECKPOINTS.get(name))
+            checkpoint = verifier_checkpoint(name, kwargs)
             versions[name] = checkpoint_fingerprint(str(checkpoint)) if checkpoint else None
         token = self.token
         if system == LM_ALONE:  # knobs of the scorers' influence cannot change the LM alone's output

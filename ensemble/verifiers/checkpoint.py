@@ -16,6 +16,12 @@ DEFAULT_CHECKPOINTS = {"minilm_verifier": "verifiers/gsm-minilm", "numeric_verif
 """Default checkpoint name of each verifier scorer."""
 
 
+def verifier_checkpoint(name: str, kwargs: dict[str, Any]) -> str | None:
+    """The checkpoint a verifier scorer is built from: its ``checkpoint`` kwarg, else its default
+    (``None`` for a scorer without a project checkpoint, e.g. a hub sequence classifier)."""
+    return kwargs.get("checkpoint", DEFAULT_CHECKPOINTS.get(name))
+
+
 def checkpoint_path(name_or_dir: str | os.PathLike) -> Path:
     """A checkpoint directory: an existing local directory, else the project checkpoint ``name``.
 
@@ -84,7 +90,7 @@ def auc_weights(verifiers: dict[str, dict[str, Any]], metric: str = "held_out_lm
     """
     weights = {}
     for name, kwargs in verifiers.items():
-        checkpoint = kwargs.get("checkpoint", DEFAULT_CHECKPOINTS.get(name))
+        checkpoint = verifier_checkpoint(name, kwargs)
         if checkpoint is None:
             raise ValueError(f"--weights auc: {name!r} has no project checkpoint with a held-out AUC; give weights as NAME=W")
         config = json.loads((checkpoint_path(checkpoint) / "config.json").read_text())
