@@ -33,10 +33,10 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from actors.env_runners import EnvSpec, RayRolloutExecutor
-    from actors.robot_cli import VIEW_SETS
     from actors.runtime import connect
-    from actors.table import markdown_table
-    from ensemble.world_model import LocalExecutor
+    from ensemble.eval.table import markdown_table
+    from ensemble.tasks.robot.solver import VIEW_SETS
+    from ensemble.tasks.robot.world_model import LocalExecutor
 
     os.environ.setdefault("MUJOCO_GL", "egl")
     spec = EnvSpec("envs:Tabletop-Relations-v0", {"cameras": VIEW_SETS[args.views]})

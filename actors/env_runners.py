@@ -2,7 +2,7 @@
 
 :class:`EnvRunner` is a plain class (usable in-process) holding ``copies`` world models built from a
 spec on its node; :func:`actors.placement.spawn` turns it into an actor. :class:`RayRolloutExecutor`
-implements :class:`ensemble.world_model.RolloutExecutor` over a group of runners: the plans of a round
+implements :class:`ensemble.tasks.robot.world_model.RolloutExecutor` over a group of runners: the plans of a round
 are split into contiguous shards, one per runner, each runner restores the planning state and rolls
 its shard out, and the outcomes come back in order. A runner whose actor died (or whose environment
 raised) is rebuilt — a new actor from the same spec — and its shard is retried, up to ``max_retries``
@@ -22,7 +22,7 @@ import numpy as np
 import ray
 
 from actors.placement import Resources, spawn
-from ensemble.world_model import Outcome, RolloutExecutor, SimulatorWorldModel
+from ensemble.tasks.robot.world_model import Outcome, RolloutExecutor, SimulatorWorldModel
 
 
 @dataclass(frozen=True)

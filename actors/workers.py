@@ -180,37 +180,32 @@ def split_output(out: ScoreOutput, sizes: Sequence[int]) -> list[ScoreOutput]:
 
 
 class SolverWorker:
-    """Serves a per-item solver built where it runs, e.g. ``ensemble.evaluation:MathEvaluator``.
+    """Serves a task's solver, built where it runs from a small picklable spec.
 
     Args:
-        entry_point: ``"package.module:Class"``; the class is called with ``spec`` and must offer
-            ``solve(*args) -> dict`` (a JSON-ready result row).
-        spec: the solver's small picklable spec (an ``EvalSpec``); models are loaded in :meth:`setup`.
+        spec: a :class:`~ensemble.contracts.SolverSpec` (task name, task kwargs, solver settings); the
+            solver and its models are built in :meth:`setup`, once.
     """
 
-    def __init__(self, entry_point: str, spec: Any) -> None:
-        if ":" not in entry_point:
-            raise ValueError(f"solver entry point {entry_point!r} must look like 'package.module:Class'")
-        self.entry_point = entry_point
+    def __init__(self, spec: Any) -> None:
         self.spec = spec
         self.solver: Any = None
         self.calls = 0
 
     def setup(self) -> dict[str, Any]:
-        """Build the solver (loads its models); idempotent."""
+        """Build the solver and load its models; idempotent."""
         if self.solver is None:
-            import importlib
-
-            module_name, attr = self.entry_point.split(":", 1)
-            self.solver = getattr(importlib.import_module(module_name), attr)(self.spec)
+            self.solver = self.spec.build()
+            if hasattr(self.solver, "setup"):
+                self.solver.setup()
         return self.health()
 
-    def solve(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    def solve(self, item: Any, system: str, seed: int) -> dict[str, Any]:
         """One item: the solver's result row."""
         self.setup()
         self.calls += 1
-        return self.solver.solve(*args, **kwargs)
+        return self.solver.solve(item, system, seed)
 
     def health(self) -> dict[str, Any]:
-        """Built?, pid, calls served."""
-        return {"solver": self.entry_point, "ready": self.solver is not None, "pid": os.getpid(), "calls": self.calls}
+        """Built?, task, pid, calls served."""
+        return {"task": self.spec.task, "ready": self.solver is not None, "pid": os.getpid(), "calls": self.calls}

@@ -154,8 +154,10 @@ class Item:
 class Task(ABC):
     """Glue only: items from a dataset, the components to use, the answer and the metric."""
 
-    #: Registry name, equal to the file stem.
+    #: Registry name, equal to the folder name.
     name: ClassVar[str] = ""
+    #: Items an evaluation draws when none are asked for.
+    default_n: ClassVar[int] = 100
 
     @abstractmethod
     def items(self, n: int, seed: int, split: str = "test") -> list[Item]:
@@ -168,3 +170,113 @@ class Task(ABC):
     @abstractmethod
     def metric(self, answer: Any, item: Item) -> float:
         """Score an answer against the item's target (1.0 = correct for accuracy tasks)."""
+
+    # -- the evaluation and Serve contract ---------------------------------------------------------
+    # A task names its systems (the rows of its results table), builds a solver from a small picklable
+    # spec, and turns result rows into a table and Serve responses. Evaluation (local or Ray) and Serve
+    # use only these methods.
+
+    def build_solver(self, settings: dict[str, Any] | None = None) -> Solver:
+        """The solver of this task for ``settings`` (the task's solver settings; ``None``: defaults)."""
+        raise NotImplementedError(f"task {self.name!r} has no solver")
+
+    def settings_for(self, tiny: bool = False) -> dict[str, Any]:
+        """Default solver settings; ``tiny=True``: tiny real models (tests, smoke runs)."""
+        return {}
+
+    def table(self, rows: list[dict[str, Any]], systems: list[str]) -> str:
+        """A Markdown table of ``rows`` (one line per system: mean metric with its 95 % interval …)."""
+        from ensemble.eval.table import metric_table
+
+        return metric_table(rows, systems)
+
+    def request_model(self) -> Any:
+        """The pydantic model of a Serve request for this task (``None``: not served)."""
+        return None
+
+    def request_item(self, request: Any) -> tuple[Item, str, int]:
+        """``(item, system, seed)`` of a validated Serve request."""
+        raise NotImplementedError(f"task {self.name!r} is not served")
+
+    def response(self, row: dict[str, Any]) -> dict[str, Any]:
+        """The Serve response of a result row (default: the row itself)."""
+        return row
+
+
+ROW_FIELDS: tuple[str, ...] = ("item_id", "system", "config_hash", "seed", "answer", "metric", "scorers",
+                               "timings", "extras")
+"""The one result-row format of every task. ``scorers``: per-scorer attribution summary (name → numbers);
+``timings``: seconds (``seconds`` at least); ``extras``: task-specific fields (JSON-ready)."""
+
+
+def make_row(item: Item, system: str, config_hash: str, seed: int, answer: Any, metric: float,
+             seconds: float, scorers: dict[str, Any] | None = None, extras: dict[str, Any] | None = None,
+             timings: dict[str, float] | None = None) -> dict[str, Any]:
+    """A result row in the one format (see :data:`ROW_FIELDS`)."""
+    return {"item_id": item.id, "system": system, "config_hash": config_hash, "seed": int(seed), "answer": answer,
+            "metric": float(metric), "scorers": dict(scorers or {}),
+            "timings": {"seconds": round(float(seconds), 4), **(timings or {})}, "extras": dict(extras or {})}
+
+
+class Solver(ABC):
+    """Solves one item of a task with one named system for a seed; built once per worker.
+
+    A solver loads its models when built, from a :class:`SolverSpec`, where it runs (a process, a Ray
+    actor, a Serve replica), and is then called for many items.
+    """
+
+    task: Task
+
+    @abstractmethod
+    def systems(self) -> list[str]:
+        """Every system this solver can run (its task's results-table rows)."""
+
+    def default_systems(self) -> list[str]:
+        """The systems an evaluation runs when none are named."""
+        return self.systems()
+
+    @abstractmethod
+    def config_hash(self, system: str) -> str:
+        """The configuration hash of ``system``: rows are keyed by (item id, this hash, seed)."""
+
+    @abstractmethod
+    def solve(self, item: Item, system: str, seed: int, callback: Any = None) -> dict[str, Any]:
+        """Solve ``item`` with ``system``; the result row (see :func:`make_row`).
+
+        Args:
+            item: the item.
+            system: one of :meth:`systems`.
+            seed: the evaluation seed; the run's own seed is :func:`ensemble.eval.run_seed` of it.
+            callback: called with ``(round_record, state)`` after every consensus round.
+        """
+
+    def check_systems(self, systems: list[str]) -> None:
+        """Raise a clear error for a system this solver cannot run."""
+        bad = [s for s in systems if s not in self.systems()]
+        if bad:
+            raise ValueError(f"unknown system(s) {bad} for task {self.task.name!r}; valid: {', '.join(self.systems())}")
+
+
+@dataclass
+class SolverSpec:
+    """What a worker builds its solver from; small and picklable (crosses process boundaries).
+
+    Attributes:
+        task: registered task name.
+        task_kwargs: the task's constructor arguments.
+        settings: the task's solver settings (models, budgets …; see the task's ``settings_for``).
+    """
+
+    task: str
+    task_kwargs: dict[str, Any] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def build_task(self) -> Task:
+        """The task object."""
+        from ensemble.registry import TASKS
+
+        return TASKS.make(self.task, **self.task_kwargs)
+
+    def build(self) -> Solver:
+        """The solver (loads its models)."""
+        return self.build_task().build_solver(self.settings)

@@ -10,7 +10,7 @@ when one is made)::
     env = gym.make("Tabletop-Relations-1view-v0")      # front camera only
 
 The classes and helpers are importable from here too, loaded on first use: ``TabletopRelationsEnv``,
-``save_strip``, ``tile_views``, ``parse_goal``, ``format_goal``, ``Relation``, ``oracle_plan``.
+``tile_views``, ``parse_goal``, ``format_goal``, ``Relation``, ``oracle_plan``.
 """
 
 from __future__ import annotations
@@ -36,7 +36,6 @@ for _env_id, _kwargs in ENV_IDS.items():
 _LAZY = {
     "TabletopRelationsEnv": "envs.tabletop",
     "ALL_OBJECT_NAMES": "envs.tabletop",
-    "save_strip": "envs.media",
     "tile_views": "envs.media",
     "Relation": "envs.relations",
     "RELATION_TYPES": "envs.relations",

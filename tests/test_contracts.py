@@ -21,7 +21,7 @@ def _views_example() -> list:
     """Two predicted outcomes of a one-camera scene: the red bowl left of the blue mug, then right of it."""
     import numpy as np
 
-    from ensemble.world_model import Outcome
+    from ensemble.tasks.robot.world_model import Outcome
 
     outcomes = []
     for bowl_x, mug_x in ((4, 20), (20, 4)):
@@ -35,7 +35,7 @@ def _views_example() -> list:
 
 
 EXAMPLES = {
-    "views": ("red bowl left of blue mug", _views_example),
+    "views": ({"goal": "red bowl left of blue mug", "relations": [["left of", "red bowl", "blue mug"]]}, _views_example),
     "vector": (None, lambda: torch.tensor([[0.0, 0.0], [1.0, -1.0], [0.3, 0.2]])),
     "image": ({"prompt": "a red square", "label": 3}, lambda: torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1),
     "text": (

@@ -232,9 +232,14 @@ def test_render_grid_and_save_strip(tmp_path: Path) -> None:
         e.reset(seed=0)
         frame = e.render()
         assert frame.shape == (48, 3 * 40 + 2 * 2, 3) and frame.dtype == np.uint8
-        png = envs.save_strip([frame, frame], tmp_path / "strip.png")
-        gif = envs.save_strip([frame, frame], tmp_path / "strip.gif")
-        assert png.stat().st_size > 0 and gif.stat().st_size > 0
+        from PIL import Image
+
+        from ensemble.media import save_strip
+
+        png = save_strip([frame, frame], tmp_path / "strip.png")
+        gif = save_strip([frame, 255 - frame], tmp_path / "strip.gif")  # (equal frames would merge)
+        assert Image.open(png).size == (frame.shape[1], 2 * frame.shape[0] + 2)  # wide frames stack top to bottom
+        assert Image.open(gif).n_frames == 2
     finally:
         e.close()
         e.close()  # closing twice is allowed

@@ -8,7 +8,7 @@ import random
 import pytest
 import torch
 
-from ensemble.finetune import (
+from ensemble.tasks.math.finetune import (
     FinetuneConfig,
     collate,
     encode_pairs,

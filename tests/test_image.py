@@ -15,11 +15,11 @@ import torch
 from ensemble.aggregate import ScorerEnsemble
 from ensemble.config import ConsensusConfig, EnsembleConfig
 from ensemble.consensus import run_consensus
-from ensemble.data.shapes import CLASS_NAMES, class_index, labels_from_qa, prompt
 from ensemble.generators.diffusion import DiffusionGenerator
 from ensemble.models.tiny import tiny_unet
 from ensemble.registry import SCORERS
-from ensemble.tasks.image import (
+from ensemble.tasks.image.data import CLASS_NAMES, class_index, labels_from_qa, prompt
+from ensemble.tasks.image.task import (
     STANDARD_CONFIGS,
     ImageTask,
     SamplerSettings,
@@ -155,25 +155,25 @@ def test_distribution_metrics():
     assert inception_score(torch.full((5, 5), 0.2)) == pytest.approx(1.0)
 
 
-def test_eval_cli_on_tiny_models_resumes(tmp_path, diffusion):
-    from actors.image_cli import main
+def test_eval_and_run_cli_on_tiny_models(tmp_path, diffusion):
+    from actors.cli import main
 
     unet, scheduler = diffusion
     unet.save_pretrained(tmp_path / "unet" / "unet")
     scheduler.save_pretrained(tmp_path / "unet" / "scheduler")
     (tmp_path / "unet" / "model_index.json").write_text('{"_class_name": "DDIMPipeline"}')
     results = tmp_path / "r.jsonl"
-    argv = ["eval", "--n", "3", "--steps", "2", "--configs", "alone,all", "--no-progress", "--results", str(results),
+    argv = ["eval", "image", "--n", "3", "--steps", "2", "--systems", "alone,all", "--no-progress", "--out", str(results),
             "--unet", str(tmp_path / "unet"), "--clip", "tiny-clip", "--classifier", "tiny-image-classifier",
-            "--evaluator", "tiny-image-classifier", "--table", str(tmp_path / "t.md")]
+            "--evaluator", "tiny-image-classifier"]
     assert main(argv) == 0
-    lines = results.read_text().splitlines()
-    assert len(lines) == 6
+    assert len(results.read_text().splitlines()) == 6
     assert main(argv) == 0 and len(results.read_text().splitlines()) == 6  # resumed: nothing redone
-    table = (tmp_path / "t.md").read_text()
+    table = (tmp_path / "r.jsonl.md").read_text()
     assert "diffusion alone" in table and "+ CLIP + classifier + CFG" in table and "FID-like" in table
-    assert main(["run", "--prompt", "a red circle", "--n-samples", "2", "--steps", "2", "--out", str(tmp_path / "g.png"),
-                 "--unet", str(tmp_path / "unet"), "--clip", "tiny-clip", "--classifier", "tiny-image-classifier"]) == 0
+    assert main(["run", "image", "--prompt", "a red circle", "--n-samples", "2", "--steps", "2", "--out",
+                 str(tmp_path / "g.png"), "--unet", str(tmp_path / "unet"), "--clip", "tiny-clip",
+                 "--classifier", "tiny-image-classifier"]) == 0
     assert (tmp_path / "g.png").stat().st_size > 0
 
 
@@ -183,9 +183,9 @@ def test_eval_cli_on_tiny_models_resumes(tmp_path, diffusion):
 @pytest.mark.slow
 def test_trained_models_guided_accuracy_at_least_unguided(tmp_path, monkeypatch):
     """Uses the trained checkpoints when present; otherwise trains reduced ones in a private cache."""
-    from ensemble.image_models import ImageTrainConfig, missing_models, train_image_models
     from ensemble.models import load_diffusion
-    from ensemble.tasks.image import build_scorers
+    from ensemble.tasks.image.models import ImageTrainConfig, missing_models, train_image_models
+    from ensemble.tasks.image.task import build_scorers
 
     torch.set_num_threads(1)
     missing = missing_models()

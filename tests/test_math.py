@@ -14,10 +14,10 @@ import pytest
 import torch
 
 from ensemble import ConsensusConfig, ScoreOutput, Scorer, ScorerEnsemble, run_consensus
-from ensemble.calculator import calculator_force, safe_eval, use_calculator
-from ensemble.data.gsm8k import INVALID_ANS, annotate, extract_answer, is_correct, read_jsonl
 from ensemble.generators.causal_lm import CausalLMGenerator
-from ensemble.tasks.math import MathTask, solution_finished, strip_annotations
+from ensemble.tasks.math.calculator import calculator_force, safe_eval, use_calculator
+from ensemble.tasks.math.data import INVALID_ANS, annotate, extract_answer, is_correct, read_jsonl
+from ensemble.tasks.math.task import MathTask, solution_finished, strip_annotations
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -112,7 +112,9 @@ def test_math_task_items_are_seeded_and_splits_disjoint():
 
 def _generator(tiny_lm, **kw):
     model, tok = tiny_lm
-    return CausalLMGenerator(model, tok, prompt_fn=lambda c: "Question: Tom has 3 apples. Answer:", **kw)
+    from ensemble.tasks.math.task import in_result
+
+    return CausalLMGenerator(model, tok, prompt_fn=lambda c: "Question: Tom has 3 apples. Answer:", focus_fn=in_result, **kw)
 
 
 def test_token_rule_shifts_distribution_toward_scorer_target_and_records_attribution(tiny_lm):
@@ -255,8 +257,8 @@ def test_beams_skip_scoring_rounds_where_no_beam_leaves_a_choice(tiny_lm):
 
 
 def test_numeric_verifier_trains_and_prefers_reference_over_perturbation(tmp_path):
-    from ensemble.scorers.numeric_verifier import NumericVerifier
-    from ensemble.verifiers.train import TrainConfig, train_verifiers
+    from ensemble.tasks.math.numeric_verifier import NumericVerifier
+    from ensemble.tasks.math.verifiers.train import TrainConfig, train_verifiers
 
     cfg = TrainConfig(n_problems=60, epochs=15, names={"numeric_verifier": str(tmp_path / "num"), "minilm_verifier": "x"})
     report = train_verifiers(cfg, ["numeric_verifier"], log=lambda m: None)
@@ -271,8 +273,8 @@ def test_numeric_verifier_trains_and_prefers_reference_over_perturbation(tmp_pat
 
 def test_minilm_verifier_with_tiny_encoder(tmp_path):
     from ensemble.models import load_text_encoder
-    from ensemble.scorers.minilm_verifier import MiniLMVerifier, TextEmbedder
-    from ensemble.verifiers.train import TrainConfig, train_verifiers
+    from ensemble.tasks.math.minilm_verifier import MiniLMVerifier, TextEmbedder
+    from ensemble.tasks.math.verifiers.train import TrainConfig, train_verifiers
 
     embedder = TextEmbedder(*load_text_encoder("tiny-text-encoder"))
     cfg = TrainConfig(n_problems=20, epochs=2, names={"minilm_verifier": str(tmp_path / "m"), "numeric_verifier": "x"})
@@ -295,7 +297,7 @@ def _eval_cmd(out: Path, ck: Path, source: Path) -> list[str]:
 
 def test_eval_killed_mid_run_resumes_without_repeats_or_losses(tmp_path):
     from ensemble.results import ResultsFile
-    from ensemble.verifiers.train import TrainConfig, train_verifiers
+    from ensemble.tasks.math.verifiers.train import TrainConfig, train_verifiers
 
     ck = tmp_path / "num"
     train_verifiers(TrainConfig(n_problems=20, epochs=2, names={"numeric_verifier": str(ck), "minilm_verifier": "x"}),
@@ -324,7 +326,7 @@ def test_eval_killed_mid_run_resumes_without_repeats_or_losses(tmp_path):
 
 def test_eval_shards_on_one_results_file_cover_every_problem_once(tmp_path):
     from ensemble.results import ResultsFile
-    from ensemble.verifiers.train import TrainConfig, train_verifiers
+    from ensemble.tasks.math.verifiers.train import TrainConfig, train_verifiers
 
     ck = tmp_path / "num"
     train_verifiers(TrainConfig(n_problems=20, epochs=2, names={"numeric_verifier": str(ck), "minilm_verifier": "x"}),
@@ -355,11 +357,11 @@ def _degenerate(text: str) -> bool:
 
 @pytest.mark.slow
 def test_smollm2_with_trained_verifiers_on_a_few_problems():
-    from ensemble.evaluation import EvalSpec, MathEvaluator
-    from ensemble.finetune import DEFAULT_NAME
     from ensemble.models import find_project_checkpoint
-    from ensemble.verifiers.checkpoint import DEFAULT_CHECKPOINTS, checkpoint_path
-    from ensemble.verifiers.data import perturb
+    from ensemble.tasks.math.finetune import DEFAULT_NAME
+    from ensemble.tasks.math.solver import EvalSpec, MathEvaluator
+    from ensemble.tasks.math.verifiers.checkpoint import DEFAULT_CHECKPOINTS, checkpoint_path
+    from ensemble.tasks.math.verifiers.data import perturb
 
     try:
         for name in DEFAULT_CHECKPOINTS.values():
@@ -390,17 +392,18 @@ def test_smollm2_with_trained_verifiers_on_a_few_problems():
     assert all(w >= 2 for w in wins.values()), wins
     rounds, moved = 0, set()
     for item in items[:2]:
-        plain = ev.solve(item, "lm", 1)
+        plain = ev.solve(item, "lm@1")["extras"]
         assert "=" in plain["output"] and plain["tokens"] > 5 and not _degenerate(plain["output"])
-        guided = ev.solve(item, "ensemble", 1)
+        row = ev.solve(item, "ensemble@1")
+        guided = row["extras"]
         assert guided["rounds"] <= guided["tokens"] and not _degenerate(guided["output"]), guided["output"]
-        rounds, moved = rounds + guided["rounds"], moved | set(guided["moved"])
+        rounds, moved = rounds + guided["rounds"], moved | set(row["scorers"])
     assert rounds >= 1 and moved == set(DEFAULT_CHECKPOINTS)  # the verifiers were asked where the LM was unsure
     print(f"\nSmolLM2 + trained verifiers, 3 problems: {time.perf_counter() - t0:.0f} s (speed: ensemble bench math)")
 
 
 def test_numeric_features_check_arithmetic_written_with_units_digit_by_digit():
-    from ensemble.verifiers.numeric_features import (
+    from ensemble.tasks.math.verifiers.numeric_features import (
         DENSE_NAMES,
         N_HASH,
         features,
@@ -425,8 +428,8 @@ def test_numeric_features_check_arithmetic_written_with_units_digit_by_digit():
 
 
 def test_numeric_checkpoint_from_an_older_feature_set_gets_a_clear_error(tmp_path):
-    from ensemble.scorers.numeric_verifier import NumericModel, NumericVerifier
-    from ensemble.verifiers.checkpoint import save_checkpoint
+    from ensemble.tasks.math.numeric_verifier import NumericModel, NumericVerifier
+    from ensemble.tasks.math.verifiers.checkpoint import save_checkpoint
 
     old = NumericModel(100)
     save_checkpoint(tmp_path / "old", {"type": "numeric_verifier", "n_features": 100}, old.state_dict())
@@ -437,8 +440,8 @@ def test_numeric_checkpoint_from_an_older_feature_set_gets_a_clear_error(tmp_pat
 def test_verifier_training_samples_the_lm_on_held_out_problems_and_reports_it(tmp_path, monkeypatch):
     import json
 
-    import ensemble.verifiers.train as train_mod
-    from ensemble.verifiers.train import TrainConfig, train_verifiers
+    import ensemble.tasks.math.verifiers.train as train_mod
+    from ensemble.tasks.math.verifiers.train import TrainConfig, train_verifiers
 
     def fake_samples(model, tokenizer, prompt_fn, problems, per_problem, seed=0, **kw):
         # one right and one wrong "LM sample" per problem: the reference and a wrong final answer
@@ -457,22 +460,22 @@ def test_verifier_training_samples_the_lm_on_held_out_problems_and_reports_it(tm
 
 
 def test_results_of_a_retrained_checkpoint_never_count_for_the_new_one(tmp_path, monkeypatch):
-    from ensemble.evaluation import EvalSpec
+    from ensemble.tasks.math.solver import EvalSpec
 
     monkeypatch.setenv("ENSEMBLE_CACHE", str(tmp_path))
     ck = tmp_path / "checkpoints" / "verifiers" / "gsm-numeric"
     ck.mkdir(parents=True)
     (ck / "config.json").write_text('{"metrics": {"held_out_auc": 0.9}}')
     spec = EvalSpec(lm="tiny-causal-lm")
-    first = {s: spec.hash(s, 1) for s in spec.systems()}
+    first = {s: spec.hash(s, 1) for s in spec.bases()}
     (ck / "config.json").write_text('{"metrics": {"held_out_auc": 0.8}}')  # retrained under the same name
-    second = {s: spec.hash(s, 1) for s in spec.systems()}
+    second = {s: spec.hash(s, 1) for s in spec.bases()}
     changed = {s for s in first if first[s] != second[s]}
     assert changed == {"numeric_verifier", "ensemble"}  # the LM alone and the other verifier keep theirs
 
 
 def test_lm_alone_results_are_shared_across_guidance_settings():
-    from ensemble.evaluation import EvalSpec
+    from ensemble.tasks.math.solver import EvalSpec
 
     a, b = EvalSpec(lm="tiny-causal-lm", token={"rerank_weight": 0.3}), EvalSpec(lm="tiny-causal-lm", token={"rerank_weight": 1.0})
     assert a.hash("lm", 1) == b.hash("lm", 1)
@@ -484,7 +487,7 @@ def test_lm_alone_results_are_shared_across_guidance_settings():
 
 
 def test_ensemble_weights_reach_the_ensemble_only_and_its_hash(tiny_lm):
-    from ensemble.evaluation import EvalSpec, MathEvaluator
+    from ensemble.tasks.math.solver import EvalSpec, MathEvaluator
 
     token = {"top_k": 8, "min_p": 0.0, "steps_per_token": 1, "rerank_weight": 5.0, "max_new_tokens": 4,
              "score_results": False}
@@ -493,7 +496,7 @@ def test_ensemble_weights_reach_the_ensemble_only_and_its_hash(tiny_lm):
     def outputs(weights):
         spec = EvalSpec(lm="tiny-causal-lm", verifiers={"a": {}, "b": {}}, weights=weights, token=token)
         ev = MathEvaluator(spec, lm=tiny_lm, scorers={"a": LastChar(1.0), "b": LastChar(-1.0)})
-        return {s: ev.solve(item, s, 1)["output"] for s in ("a", "b", "ensemble")}
+        return {s: ev.solve(item, f"{s}@1")["extras"]["output"] for s in ("a", "b", "ensemble")}
 
     only_b = outputs({"a": 0.0})
     only_a = outputs({"b": 0.0})
@@ -546,7 +549,7 @@ def test_token_scorers_rate_tokens_and_the_others_only_the_finished_solutions(ti
 
 
 def test_token_scorers_enter_a_systems_hash_only_where_they_change_it():
-    from ensemble.evaluation import EvalSpec
+    from ensemble.tasks.math.solver import EvalSpec
 
     plain = EvalSpec(lm="tiny-causal-lm")
     split = EvalSpec(lm="tiny-causal-lm", token={"token_scorers": ["numeric_verifier"]})
@@ -559,7 +562,7 @@ def test_token_scorers_enter_a_systems_hash_only_where_they_change_it():
 
 
 def test_weights_flag_parses_and_rejects_malformed_entries():
-    from actors.commands._math_args import _weights
+    from ensemble.tasks.math.cli import _weights
 
     assert _weights("numeric_verifier=1, minilm_verifier=0.3") == {"numeric_verifier": 1.0, "minilm_verifier": 0.3}
     assert _weights("") == {}
@@ -569,20 +572,21 @@ def test_weights_flag_parses_and_rejects_malformed_entries():
 
 
 def test_eval_table_counts_problems_won_and_lost_against_the_lm_alone():
-    from ensemble.evaluation import summarise
+    from ensemble.tasks.math.solver import summarise
 
     def row(system, item, correct):
-        return {"system": system, "beam": 1, "item_id": item, "correct": correct, "seconds": 1.0, "tokens": 10}
+        return {"system": system, "item_id": item, "metric": correct, "timings": {"seconds": 1.0},
+                "extras": {"tokens": 10}}
 
-    rows = [row("lm", "a", 1.0), row("lm", "b", 0.0), row("lm", "c", 1.0),
-            row("ensemble", "a", 1.0), row("ensemble", "b", 1.0), row("ensemble", "c", 0.0), row("ensemble", "d", 1.0)]
-    table = {r[0]: r for r in summarise(rows, ["lm", "ensemble"], [1])}
+    rows = [row("lm@1", "a", 1.0), row("lm@1", "b", 0.0), row("lm@1", "c", 1.0), row("ensemble@1", "a", 1.0),
+            row("ensemble@1", "b", 1.0), row("ensemble@1", "c", 0.0), row("ensemble@1", "d", 1.0)]
+    table = {r[0]: r for r in summarise(rows, ["lm@1", "ensemble@1"])}
     assert table["lm"][4] == "–" and table["ensemble"][4] == "1 / 1"  # "d" has no LM row: not counted
-    assert table["ensemble"][2:4] == [4, 75.0]
+    assert table["ensemble"][1:3] == [1, 4] and table["ensemble"][3] == "75.0 ± 49.0"  # 1.96·sqrt(0.25/4)
 
 
 def test_auc_weights_come_from_each_checkpoints_held_out_record(tmp_path):
-    from ensemble.verifiers.checkpoint import auc_weights
+    from ensemble.tasks.math.verifiers.checkpoint import auc_weights
 
     for name, auc in (("good", 0.95), ("weak", 0.8), ("chance", 0.45)):
         (tmp_path / name).mkdir()

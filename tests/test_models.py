@@ -107,7 +107,7 @@ def test_tiny_unet_denoising_step():
 
 def test_tiny_image_classifier_forward():
     model, data_config = tiny.tiny_image_classifier()
-    assert model(torch.randn(2, *data_config["input_size"])).shape == (2, 10)
+    assert model(torch.randn(2, *data_config["input_size"])).shape == (2, 24)  # the shapes' classes
 
 
 # -- resolve + loaders: save/load round trips ---------------------------------------------------------
@@ -150,7 +150,7 @@ def test_tiny_names_resolve_and_round_trip(name: str):
         (built, _), (loaded, info) = tiny.tiny_image_classifier(), M.load_image_classifier(name)
         assert (
             info["input_size"] == (3, 32, 32)
-            and info["num_classes"] == 10
+            and info["num_classes"] == 24
             and tuple(info["mean"]) == (0.5,) * 3
         )
         x = torch.randn(2, 3, 32, 32)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import subprocess
 import sys
 import time
@@ -155,56 +154,6 @@ def test_colocated_scorer_is_packed_with_the_generator(ray_cluster):
         table = ray.util.placement_group_table(rt.groups[0])
         assert table["strategy"] == "STRICT_PACK" and table["state"] == "CREATED"
         assert ray.get(rt.coordinators[0].run.remote(None)).stop_reason == "generator_done"
-
-
-def test_killed_evaluation_job_resumes_without_loss_or_duplicates(ray_cluster, tmp_path):
-    run = _quadratic_run(S.generator("sampling", dim=2, n_candidates=16, rounds=3), delay=0.2)
-    run.task = S.task("ray_toy:ToyTargetTask")
-    spec_path, results = tmp_path / "run.json", tmp_path / "results.jsonl"
-    spec_path.write_text(json.dumps(run.to_dict()))
-    ray_bin = str(Path(sys.executable).with_name("ray"))
-    entry = [sys.executable, "-m", "actors.evaluation", "--run-spec", str(spec_path), "--results", str(results),
-             "--n", "12", "--inflight", "1"]
-    submit = [ray_bin, "job", "submit", "--address", ray_cluster.dashboard_url]
-    env = ray_cluster.env()
-    job_id = f"ic-eval-{time.time_ns()}"
-    first = subprocess.run([*submit, "--no-wait", "--submission-id", job_id, "--", *entry],
-                           env=env, capture_output=True, text=True, timeout=60)
-    assert first.returncode == 0, first.stderr
-    deadline = time.monotonic() + 60
-    while (not results.exists() or len(results.read_text().splitlines()) < 2) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    stop = subprocess.run([ray_bin, "job", "stop", "--address", ray_cluster.dashboard_url, job_id],
-                          env=env, capture_output=True, text=True, timeout=60)
-    assert stop.returncode == 0, stop.stderr[-2000:]
-    partial = len(results.read_text().splitlines())
-    time.sleep(1.0)
-    assert len(results.read_text().splitlines()) == partial, "the stopped job must not write any more"
-    assert 2 <= partial < 12, "the job should be killed mid-run"
-    second = subprocess.run([*submit, "--", *entry], env=env, capture_output=True, text=True, timeout=120)
-    assert second.returncode == 0, second.stdout[-2000:] + second.stderr[-2000:]
-    lines = [json.loads(x) for x in results.read_text().splitlines() if x.strip()]
-    ids = [row["item_id"] for row in lines]
-    assert sorted(ids) == sorted(f"toy-{i}" for i in range(12))  # 0 lost, 0 duplicated
-    assert results.with_suffix(".md").read_text().startswith("| task")
-
-
-def test_math_style_evaluation_is_sharded_and_resumable(ray_cluster, tmp_path):
-    """``evaluate_on_ray`` as ``ensemble eval math --ray`` calls it, with a toy solver of the same shape."""
-    from ray_toy import ToyEvalSpec, ToyTargetTask
-
-    from actors.evaluation import evaluate_on_ray
-    from ensemble.results import ResultsFile
-
-    spec, items = ToyEvalSpec(), ToyTargetTask().items(6, seed=1)
-    results = ResultsFile(tmp_path / "math.jsonl")
-    rows = evaluate_on_ray(spec, items, ["a", "ensemble"], [1], 0, results, workers=2,
-                           solver="ray_toy:ToySolver", progress=None)
-    assert len(rows) == 12 and len(results) == 12
-    assert {r["system"] for r in rows} == {"a", "ensemble"}
-    again = evaluate_on_ray(spec, items, ["a", "ensemble"], [1], 0, ResultsFile(results.path),
-                            solver="ray_toy:ToySolver", progress=None)
-    assert again == rows and len(results.path.read_text().splitlines()) == 12
 
 
 @pytest.mark.ray

@@ -9,12 +9,12 @@ import torch
 from ensemble.aggregate import ScorerEnsemble
 from ensemble.config import ConsensusConfig
 from ensemble.consensus import run_consensus
-from ensemble.generators.mpc import MPCGenerator
-from ensemble.scorers.oracle_relations import OracleRelationsScorer
-from ensemble.scorers.view_relations import ViewRelationsScorer
-from ensemble.segmenters import ColourSegmenter, PretrainedSegmenter, SimulatorSegmenter
-from ensemble.spatial import NamedRelation, parse_goal, relation_weights
-from ensemble.world_model import LocalExecutor, SimulatorWorldModel
+from ensemble.tasks.robot.mpc import MPCGenerator
+from ensemble.tasks.robot.oracle_relations import OracleRelationsScorer
+from ensemble.tasks.robot.segmenters import ColourSegmenter, PretrainedSegmenter, SimulatorSegmenter
+from ensemble.tasks.robot.spatial import NamedRelation, named_relations, parse_goal, relation_weights
+from ensemble.tasks.robot.view_relations import ViewRelationsScorer
+from ensemble.tasks.robot.world_model import LocalExecutor, SimulatorWorldModel
 
 ENV_ID = "envs:Tabletop-Relations-v0"
 CAMERAS = ("front", "left", "top")
@@ -40,13 +40,23 @@ def _arrange(world: SimulatorWorldModel, goal: str, moves: list[tuple[int, float
 PARK = [(2, -0.27, 0.17), (3, 0.25, 0.15)]
 
 
-def test_parse_goal_and_weights():
-    rels = parse_goal("The red bowl is on top of blue mug; green mug to the left of red bowl.")
+def _ctx(world: SimulatorWorldModel) -> dict:
+    """The scorers' context of the world's current goal: relations as the environment parsed them."""
+    return {"relations": named_relations(world.info())}
+
+
+def test_goal_relations_come_from_the_environment_and_weights(world):
+    # one grammar: the environment parses the text; the scorers take its named relations
+    world.reset(0, options={"goal": "The red bowl is on top of blue mug; green mug to the left of red bowl.",
+                            "objects": OBJECTS})
+    rels = parse_goal(_ctx(world))
     assert rels == [NamedRelation("on top of", "red bowl", "blue mug"), NamedRelation("left of", "green mug", "red bowl")]
-    stack = parse_goal("a on top of b; b on top of c; a left of d")
+    stack = parse_goal([("on top of", "a", "b"), ("on top of", "b", "c"), ("left of", "a", "d")])
     assert relation_weights(stack) == [1.0, 2.0, 1.0]
-    with pytest.raises(ValueError, match="cannot parse goal phrase"):
-        parse_goal("red bowl near blue mug")
+    with pytest.raises(ValueError, match="parsed by the environment"):
+        parse_goal("red bowl left of blue mug")
+    with pytest.raises(ValueError, match="unknown relation"):
+        parse_goal([("near", "red bowl", "blue mug")])
 
 
 @pytest.mark.parametrize(
@@ -64,7 +74,7 @@ def test_view_scorer_prefers_the_relation_in_every_view(world, goal, holds, fail
     for camera in CAMERAS:
         for segmenter in ("simulator", "colour"):
             scorer = ViewRelationsScorer(camera, segmenter)
-            scores = scorer.score(goal, [good, bad]).scores
+            scores = scorer.score(_ctx(world), [good, bad]).scores
             assert scores[0] > scores[1], (camera, segmenter, scores)
 
 
@@ -87,7 +97,7 @@ def test_oracle_scorer_counts_unsatisfied_relations(world):
     goal = "red bowl left of blue mug"
     good = _arrange(world, goal, PARK + [(0, -0.15, 0.0), (1, 0.15, 0.0)])
     bad = _arrange(world, goal, PARK + [(0, 0.15, 0.0), (1, -0.15, 0.0)])
-    scores = OracleRelationsScorer().score(goal, [good, bad]).scores
+    scores = OracleRelationsScorer().score(_ctx(world), [good, bad]).scores
     assert float(scores[0]) == 0.0 and float(scores[1]) < -1.0
 
 
@@ -107,7 +117,7 @@ def _episode(seed: int, goal: str, **kwargs):
     ensemble = ScorerEnsemble({f"view_{c}": ViewRelationsScorer(c) for c in CAMERAS})
     try:
         state0 = gen.init_state(goal, seed)
-        result = run_consensus(gen, ensemble, goal, ConsensusConfig(seed=seed), state=state0)
+        result = run_consensus(gen, ensemble, gen.scorer_context(state0), ConsensusConfig(seed=seed), state=state0)
     finally:
         gen.close()
     return state0, result
@@ -158,11 +168,11 @@ def test_pretrained_segmenter_fails_clearly_offline(world):
 
 
 def test_robot_task_items_and_metric():
-    from ensemble.tasks.robot import RobotTask
+    from ensemble.tasks.robot.task import RobotTask
 
     task = RobotTask()
     items = task.items(2, seed=0)
-    assert len(parse_goal(items[0].context["goal"])) == 3
+    assert len(parse_goal(items[0].context)) == 3 and items[0].meta["index"] == 0
     assert task.metric(task.answer({"success": True}, items[0]), items[0]) == 1.0
     assert task.metric(task.answer("", items[0]), items[0]) == 0.0
     assert torch.is_tensor(ViewRelationsScorer("top").score(items[0].context, []).scores)

@@ -9,9 +9,9 @@ from actors.env_runners import EnvSpec, RayRolloutExecutor, shard
 from ensemble.aggregate import ScorerEnsemble
 from ensemble.config import ConsensusConfig
 from ensemble.consensus import run_consensus
-from ensemble.generators.mpc import MPCGenerator
-from ensemble.scorers.view_relations import ViewRelationsScorer
-from ensemble.world_model import LocalExecutor, SimulatorWorldModel
+from ensemble.tasks.robot.mpc import MPCGenerator
+from ensemble.tasks.robot.view_relations import ViewRelationsScorer
+from ensemble.tasks.robot.world_model import LocalExecutor, SimulatorWorldModel
 
 pytestmark = pytest.mark.ray
 

@@ -19,13 +19,14 @@ import statistics
 import time
 from typing import Any
 
-from actors.table import markdown_table
+from ensemble.eval.table import markdown_table
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     bench = sub.add_parser("bench", help="benchmarks measured side by side (ray, robot, math)")
     targets = bench.add_subparsers(dest="target", metavar="TARGET", required=True)
-    from actors import bench_math, bench_robot
+    from actors import bench_robot
+    from ensemble.tasks.math import bench as bench_math
 
     mp = targets.add_parser("math", help="consensus decoding vs plain generate: s/problem, tokens/s")
     bench_math.add_arguments(mp)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from actors.table import markdown_table
+from ensemble.eval.table import markdown_table
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

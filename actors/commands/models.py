@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from actors.table import markdown_table
+from ensemble.eval.table import markdown_table
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

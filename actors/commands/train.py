@@ -33,7 +33,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--train-layers", type=int, default=None, help="top transformer blocks trained (default 0 = all)")
     g.add_argument("--lr", type=float, default=None, help="peak learning rate (default 2e-4)")
     g.add_argument("--lm-batch-size", type=int, default=8, help="sequences per step")
-    from actors import image_cli
+    from ensemble.tasks.image import cli as image_cli
 
     image_cli.add_train_arguments(p)
     p.set_defaults(func=run)
@@ -41,7 +41,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.what == "image-models":
-        from actors import image_cli
+        from ensemble.tasks.image import cli as image_cli
 
         args.seed = _or(args.seed, 0)
         return image_cli.train(args)
@@ -49,8 +49,8 @@ def run(args: argparse.Namespace) -> int:
         return train_generator(args)
     import torch
 
-    from ensemble.verifiers.checkpoint import DEFAULT_CHECKPOINTS
-    from ensemble.verifiers.train import TrainConfig, train_verifiers
+    from ensemble.tasks.math.verifiers.checkpoint import DEFAULT_CHECKPOINTS
+    from ensemble.tasks.math.verifiers.train import TrainConfig, train_verifiers
 
     torch.set_num_threads(args.threads)
     names = dict(DEFAULT_CHECKPOINTS)
@@ -77,7 +77,7 @@ def train_generator(args: argparse.Namespace) -> int:
     """Fine-tune the math generator; ``--n-problems``/``--seed``/``--epochs`` default to its own values."""
     from tqdm import tqdm
 
-    from ensemble.finetune import DEFAULT_NAME, FinetuneConfig, finetune
+    from ensemble.tasks.math.finetune import DEFAULT_NAME, FinetuneConfig, finetune
 
     defaults = FinetuneConfig()
     cfg = FinetuneConfig(

@@ -20,7 +20,6 @@ An optional ``force_fn`` appends forced text after a commit (e.g. a calculator f
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -30,11 +29,6 @@ import torch.nn.functional as F
 
 from ensemble.contracts import Generator, Proposal
 from ensemble.generators import kv as kvlib
-
-_RESULT_RE = re.compile(r"=[ ]?[$€£]?[\d,]*(?:\.\d*)?$")
-"""The end of a solution in the middle of (or right before) a result: ``… = ``, ``… = €18``."""
-_DIGITS_RE = re.compile(r"^ ?[$€£]?[\d,]*\d[\d,]*$")
-"""A token that writes digits of a number (``"7"``, ``" 12"``, ``"$3"``)."""
 
 
 @dataclass
@@ -182,6 +176,7 @@ class CausalLMGenerator(Generator):
         prompt_fn: Callable[[Any], str] | None = None,
         force_fn: Callable[[str], str] | None = None,
         stop_fn: Callable[[str], bool] | None = None,
+        focus_fn: Callable[[str, str], bool] | None = None,
         **overrides: Any,
     ) -> None:
         names = {f.name for f in fields(TokenConfig)}
@@ -202,6 +197,10 @@ class CausalLMGenerator(Generator):
         self.prompt_fn = prompt_fn or str
         self.force_fn = force_fn
         self.stop_fn = stop_fn
+        self.focus_fn = focus_fn
+        if self.config.score_results and focus_fn is None:
+            raise ValueError("score_results needs the task's focus_fn hook (text so far, LM's top token) -> bool, "
+                             "e.g. the math task's result-digit rule")
         self.eos_id = tokenizer.eos_token_id
         for p in self.model.parameters():
             p.requires_grad_(False)
@@ -297,7 +296,7 @@ class CausalLMGenerator(Generator):
     def _in_result(self, text: str, top: int) -> bool:
         """True while a result is being written after ``=`` and the LM's top token continues its digits
         (once the LM would end the number — ``.``, a line break, a unit — the number is the LM's)."""
-        return bool(_RESULT_RE.search(text)) and bool(_DIGITS_RE.match(self.tokenizer.decode([top])))
+        return bool(self.focus_fn(text, self.tokenizer.decode([top])))
 
     def _fast_forward(self, state: TokenState) -> None:
         """Commit tokens directly while no live beam leaves the scorers a choice (``skip_confident``)."""

@@ -107,7 +107,7 @@ CATALOG: tuple[KnownModel, ...] = (
         summary="class-conditional UNet2DModel 16 px (8, 16) + DDIM (100 train steps)",
     ),
     KnownModel(
-        "tiny-image-classifier", "image_classifier", "tiny", summary="timm test_efficientnet, 10 classes"
+        "tiny-image-classifier", "image_classifier", "tiny", summary="timm test_efficientnet, 24 classes (the shapes)"
     ),
     # Paper-scale models: hub or local cache only.
     KnownModel(

@@ -21,7 +21,7 @@ from typing import Any
 
 from ensemble.models.cache import cache_dir, is_complete, prepare_dir
 
-TINY_VERSION = 1
+TINY_VERSION = 2
 """Bumped whenever a tiny model's definition changes; cached builds of another version are rebuilt."""
 
 EOS, PAD, CLS = "<|endoftext|>", "<pad>", "<cls>"
@@ -209,7 +209,7 @@ def tiny_clip():
     return model, tokenizer, preprocess
 
 
-def tiny_unet(num_classes: int = 10):
+def tiny_unet(num_classes: int = 24):
     """A class-conditional ``UNet2DModel`` (16 px, channels (8, 16)) and a 100-step DDIM scheduler.
 
     Class ``num_classes`` (the last embedding) means "no class", for classifier-free guidance.
@@ -238,7 +238,7 @@ def tiny_unet(num_classes: int = 10):
     return unet, scheduler
 
 
-def tiny_image_classifier(num_classes: int = 10):
+def tiny_image_classifier(num_classes: int = 24):
     """timm ``test_efficientnet`` (~0.1 M params) with ``num_classes`` outputs, 32 px, mean = std = 0.5.
 
     Returns:

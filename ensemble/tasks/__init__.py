@@ -1,7 +1,19 @@
-"""Tasks: glue between datasets, components, answers and metrics. Registry name = file stem."""
+"""Tasks: one folder per task (``ensemble/tasks/<name>/``), registered by one line each.
 
-from ensemble.registry import TASKS
+A task folder holds everything specific to its task: data, hooks for the generic generators and
+scorers, its own scorers, training code, the solver of one item, metrics, CLI arguments and the Serve
+request/response. Its ``__init__.py`` registers the task and its components as lazy entry points.
+Adding a task: write the folder, then add one line below.
+"""
 
-TASKS.register("math", "ensemble.tasks.math:MathTask", "grade-school math (GSM8K format; GSM-Symbolic or a GSM8K JSONL), exact match", tiny={"source": "gsm_symbolic"})
-TASKS.register("robot", "ensemble.tasks.robot:RobotTask", "tabletop mugs and bowls: reach three spatial relations with MPC + per-view scorers; success", tiny={})
-TASKS.register("image", "ensemble.tasks.image:ImageTask", "class-conditional shapes (easy-vqa): diffusion + CLIP + classifier + CFG; independent-classifier accuracy, FID/KID/IS-like", tiny={"evaluator": "tiny-image-classifier"})
+import importlib
+
+TASK_PACKAGES = (
+    "math",
+    "robot",
+    "image",
+)
+"""One line per task: the folder names under ``ensemble/tasks/`` (each registers itself on import)."""
+
+for _name in TASK_PACKAGES:
+    importlib.import_module(f"ensemble.tasks.{_name}")

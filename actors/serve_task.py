@@ -1,0 +1,95 @@
+"""Ray Serve for any task: the task's typed request → a pool of solver workers → the task's typed response.
+
+``build_task_app(spec, workers)`` is the one app factory over the task contract
+(:class:`~ensemble.contracts.Task`): ``POST /v1/<task>`` takes the task's request model (math: a
+question; image: a prompt or class; robot: a goal and a scene seed), turns it into an item, a system
+and a seed, runs the **same solver as evaluation** on a :class:`~actors.workers.SolverWorker`
+(models loaded once per worker), and answers with the task's response. ``GET /healthz`` reports
+every worker; ``GET /v1/info`` the task, its systems and settings. Input faults are 4xx with a
+one-line reason.
+"""
+
+# No ``from __future__ import annotations``: FastAPI reads the request model from the live annotation.
+
+import asyncio
+import itertools
+from typing import Any
+
+from fastapi import FastAPI, HTTPException
+from ray import serve
+
+from actors.serve_schema import ServeLimits
+
+
+def _reason(err: BaseException) -> str:
+    """The one-line reason of a (possibly Ray-wrapped) error."""
+    cause = getattr(err, "cause", None) or err
+    text = str(cause).strip().splitlines()
+    return text[0] if text else type(cause).__name__
+
+
+def build_task_app(spec: Any, workers: list[Any], limits: ServeLimits | None = None) -> Any:
+    """The Serve application of ``spec``'s task over solver-worker actor handles (for ``serve.run``)."""
+    task = spec.build_task()
+    model = task.request_model()
+    if model is None:
+        raise ValueError(f"task {spec.task!r} has no Serve request model")
+    if not workers:
+        raise ValueError("the task app needs at least one solver worker")
+    limits = limits or ServeLimits()
+    api = FastAPI(title=f"iterative-consensus: {spec.task}",
+                  description=f"{spec.task}: a generator guided by an ensemble of scorers (iterative consensus)")
+
+    @serve.deployment
+    @serve.ingress(api)
+    class TaskIngress:
+        """HTTP ingress of one task; spreads requests over the solver workers."""
+
+        def __init__(self, spec: Any, workers: list[Any], limits: ServeLimits) -> None:
+            self.spec, self.workers, self.limits = spec, workers, limits
+            self.task = spec.build_task()
+            self.solver = spec.build()  # cheap: only for systems and hashes; workers hold the models
+            self._next = itertools.cycle(range(len(workers)))
+
+        @api.get("/healthz")
+        async def healthz(self) -> dict[str, Any]:
+            """Every solver worker's health."""
+            return {"task": self.spec.task, "workers": [await w.health.remote() for w in self.workers]}
+
+        @api.get("/v1/info")
+        async def describe(self) -> dict[str, Any]:
+            """The task, its systems and the solver settings."""
+            return {"task": self.spec.task, "systems": self.solver.systems(), "settings": self.spec.settings,
+                    "limits": self.limits.__dict__}
+
+        @api.post(f"/v1/{spec.task}")
+        async def solve(self, request: model) -> dict[str, Any]:  # type: ignore[valid-type]
+            """Solve one request with the evaluated system it names."""
+            try:
+                item, system, seed = self.task.request_item(request)
+                self.solver.check_systems([system])
+            except (ValueError, KeyError) as err:
+                raise HTTPException(status_code=400, detail=_reason(err)) from None
+            ref = self.workers[next(self._next)].solve.remote(item, system, seed)
+            try:
+                row = await asyncio.wait_for(ref, self.limits.request_timeout_s)
+            except TimeoutError:
+                import ray
+
+                ray.cancel(ref)
+                raise HTTPException(status_code=504, detail=f"the run exceeded {self.limits.request_timeout_s} s") from None
+            except (ValueError, KeyError) as err:
+                raise HTTPException(status_code=400, detail=_reason(err)) from None
+            return self.task.response(row)
+
+    deployment = TaskIngress.options(max_ongoing_requests=limits.max_ongoing_requests,
+                                     max_queued_requests=limits.max_queued_requests)
+    return deployment.bind(spec, workers, limits)
+
+
+def start_task(spec: Any, workers: list[Any], host: str = "127.0.0.1", port: int = 8000,
+               limits: ServeLimits | None = None, name: str | None = None) -> str:
+    """Start Serve's HTTP proxy on ``host:port`` and deploy the task app under ``/``; returns the base URL."""
+    serve.start(http_options={"host": host, "port": port})
+    serve.run(build_task_app(spec, workers, limits), name=name or f"task-{spec.task}", route_prefix="/")
+    return f"http://{host}:{port}"

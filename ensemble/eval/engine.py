@@ -1,0 +1,94 @@
+"""Work list, resumable in-process evaluation, and the rows of one evaluation."""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ensemble.contracts import Item, Solver
+from ensemble.results import ResultsFile, result_key
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One piece of work: an item, a system, the evaluation seed, and the system's config hash."""
+
+    item: Item
+    system: str
+    seed: int
+    config_hash: str
+
+    @property
+    def key(self) -> str:
+        """The results-file key of this unit's row."""
+        return result_key(self.item.id, self.config_hash, self.seed)
+
+
+@dataclass
+class EvalReport:
+    """What an evaluation run did.
+
+    Attributes:
+        total: units asked for; ``skipped``: already in the results file; ``written``: rows appended by
+        this run; ``failed``: unit key → the full error of units that raised (they are not written, so
+        a rerun retries them); ``rows``: this evaluation's rows in work-list order; ``duration_s``.
+    """
+
+    total: int = 0
+    skipped: int = 0
+    written: int = 0
+    failed: dict[str, str] = field(default_factory=dict)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    duration_s: float = 0.0
+
+    @property
+    def items_per_s(self) -> float | None:
+        """Units finished by this run per second of wall time."""
+        return self.written / self.duration_s if self.duration_s and self.written else None
+
+
+def work_list(items: Sequence[Item], systems: Sequence[str], seeds: Sequence[int],
+              hashes: dict[str, str]) -> list[Unit]:
+    """Every (item, system, seed), item-major, so a partial run covers all systems evenly."""
+    return [Unit(item, s, seed, hashes[s]) for seed in seeds for item in items for s in systems]
+
+
+def pending_units(units: Sequence[Unit], results: ResultsFile) -> list[Unit]:
+    """The units whose rows are not yet in ``results``."""
+    return [u for u in units if u.key not in results]
+
+
+def select_rows(results: ResultsFile, units: Sequence[Unit]) -> list[dict[str, Any]]:
+    """The rows of ``units`` found in ``results``, in work-list order."""
+    by_key = {ResultsFile.key_of(r): r for r in results.rows()}
+    return [by_key[u.key] for u in units if u.key in by_key]
+
+
+def error_text(err: BaseException) -> str:
+    """The full error of a failed unit: type, message and the traceback's last frames."""
+    tb = "".join(traceback.format_exception(type(err), err, err.__traceback__, limit=-4))
+    return tb.strip()
+
+
+def evaluate_local(solver: Solver, units: Sequence[Unit], results: ResultsFile,
+                   progress: Callable[[Iterable], Iterable] | None = None) -> EvalReport:
+    """Run every unit not yet in ``results`` in this process, appending each row as soon as it is done.
+
+    A unit that raises is recorded in the report (with its full error) and the run goes on.
+    """
+    started = time.perf_counter()
+    todo = pending_units(units, results)
+    report = EvalReport(total=len(units), skipped=len(units) - len(todo))
+    for unit in progress(todo) if progress else todo:
+        try:
+            row = solver.solve(unit.item, unit.system, unit.seed)
+        except Exception as err:  # noqa: BLE001 - reported; the run goes on, a rerun retries it
+            report.failed[unit.key] = error_text(err)
+            continue
+        report.written += int(results.append(row))
+    report.rows = select_rows(results, units)
+    report.duration_s = time.perf_counter() - started
+    return report

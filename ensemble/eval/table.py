@@ -1,0 +1,60 @@
+"""Markdown tables of result rows: means with 95 % intervals, per system."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+
+def fmt(value: Any) -> str:
+    """Render a cell: floats with 3 decimals, None as a dash."""
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return str(value).replace("|", "\\|")
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A GitHub-flavoured Markdown table."""
+    cells = [[fmt(c) for c in row] for row in rows]
+    widths = [max(len(str(h)), *(len(r[i]) for r in cells)) if cells else len(str(h)) for i, h in enumerate(header)]
+    line = lambda vals: "| " + " | ".join(str(v).ljust(w) for v, w in zip(vals, widths, strict=True)) + " |"  # noqa: E731
+    out = [line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+    out += [line(r) for r in cells]
+    return "\n".join(out)
+
+
+def mean_ci(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and the half-width of its 95 % interval (normal approximation, sample standard deviation;
+    for a 0/1 metric this is the Wald interval). One value has no interval (half-width 0)."""
+    n = len(values)
+    if n == 0:
+        return float("nan"), float("nan")
+    mean = sum(values) / n
+    if n < 2:
+        return mean, 0.0
+    var = sum((v - mean) ** 2 for v in values) / (n - 1)
+    return mean, 1.96 * math.sqrt(var / n)
+
+
+def pct(mean: float, half: float) -> str:
+    """``"61.0 ± 6.8"`` for a fraction in [0, 1] shown in percent."""
+    return f"{100 * mean:.1f} ± {100 * half:.1f}"
+
+
+def metric_table(rows: Sequence[dict[str, Any]], systems: Sequence[str], percent: bool = True,
+                 metric_name: str = "metric") -> str:
+    """One line per system: items, mean metric ± 95 % interval, mean seconds per item."""
+    out = []
+    for system in systems:
+        mine = [r for r in rows if r["system"] == system]
+        if not mine:
+            continue
+        mean, half = mean_ci([float(r["metric"]) for r in mine])
+        shown = pct(mean, half) if percent else f"{mean:.3f} ± {half:.3f}"
+        secs = sum(float(r["timings"]["seconds"]) for r in mine) / len(mine)
+        out.append([system, len(mine), shown, secs])
+    unit = " % (95 % CI)" if percent else " (95 % CI)"
+    return markdown_table(["system", "items", metric_name + unit, "s / item"], out)

@@ -1,0 +1,224 @@
+"""Supervised fine-tuning of a causal LM on GSM-Symbolic *training* problems (the generator of the math task).
+
+The paper's math generator is GPT-2-medium, which had seen GSM8K's format; the offline SmolLM2-135M has
+not, and solves none of the problems on its own, so verifiers have nothing to choose between. This module
+gives the small LM the same footing in minutes on CPU: it trains on (prompt, reference solution) pairs of
+the training split (dataset seeds ``>= TRAIN_SEED_OFFSET``, never an evaluation seed), with the loss on the
+solution tokens only and the exact prompt the math task builds at decoding time.
+
+Only the top ``train_layers`` transformer blocks (plus the final norm) are trained: the backward pass then
+stops early, which makes a step ~3x cheaper on CPU than full fine-tuning. The result is an ordinary
+transformers checkpoint in the project cache (``generators/smollm2-gsm`` by default) that every command
+loads by name, with the training facts in ``training.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+
+from ensemble.tasks.math.data import Problem
+
+DEFAULT_NAME = "generators/smollm2-gsm"
+"""Project checkpoint name of the fine-tuned math generator."""
+
+
+@dataclass
+class FinetuneConfig:
+    """Settings of ``ensemble train generator``."""
+
+    base: str = "smollm2-135m-instruct"
+    """Causal LM to start from (any name the model resolver knows)."""
+    name: str = DEFAULT_NAME
+    """Project checkpoint name (or directory) to save to."""
+    n_problems: int = 2000
+    """Training problems (GSM-Symbolic training split)."""
+    seed: int = 100
+    """Training split seed (dataset seed ``seed + TRAIN_SEED_OFFSET``); the verifiers use 0 and 1."""
+    epochs: int = 1
+    """Passes over the problems."""
+    batch_size: int = 8
+    """Sequences per optimiser step."""
+    lr: float = 2e-4
+    """Peak AdamW learning rate (linear warm-up over ``warmup`` steps, then linear decay to 0)."""
+    warmup: int = 10
+    """Warm-up steps."""
+    train_layers: int = 0
+    """Top transformer blocks trained (0 = all parameters: on 2 cores ~11 s per step instead of ~5.5 s
+    for the top 8, and a much lower loss — 0.76 after one epoch of 1,140 problems with the top 8)."""
+    max_length: int = 384
+    """Sequences are cut to this many tokens."""
+    held_out: float = 0.05
+    """Fraction of problems kept aside to measure the loss before and after."""
+    shots: int = 0
+    """Worked examples in the prompt the LM is trained (and later decoded) with."""
+    annotations: bool = False
+    """Train on the ``<<expr=value>>`` format instead of the bare ``3*8=24`` one."""
+    threads: int = 2
+    """Torch threads."""
+    device: str = "cpu"
+    """Training device (``cuda`` trains the same way, faster)."""
+
+
+def training_pairs(problems: Sequence[Problem], prompt_fn: Callable[[str], str],
+                   render: Callable[[str], str], eos: str) -> list[tuple[str, str]]:
+    """``(prompt, " solution<eos>")`` for each problem: the text before and the text to learn."""
+    return [(prompt_fn(p.question), " " + render(p.solution).strip() + eos) for p in problems]
+
+
+def encode_pairs(tokenizer: Any, pairs: Sequence[tuple[str, str]], max_length: int) -> list[tuple[list[int], int]]:
+    """Token ids of prompt + solution and the number of prompt tokens (which get no loss)."""
+    out = []
+    for prompt, target in pairs:
+        p_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        t_ids = tokenizer(target, add_special_tokens=False)["input_ids"]
+        ids = (p_ids + t_ids)[:max_length]
+        if len(ids) > len(p_ids):
+            out.append((ids, len(p_ids)))
+    return out
+
+
+def collate(batch: Sequence[tuple[list[int], int]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded ``input_ids``, ``attention_mask`` and ``labels`` (-100 on prompt and padding)."""
+    width = max(len(ids) for ids, _ in batch)
+    input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(batch), width), -100, dtype=torch.long)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    for i, (ids, n_prompt) in enumerate(batch):
+        input_ids[i, : len(ids)] = torch.tensor(ids)
+        mask[i, : len(ids)] = 1
+        labels[i, n_prompt : len(ids)] = torch.tensor(ids[n_prompt:])
+    return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
+
+
+def length_batches(examples: Sequence[tuple[list[int], int]], batch_size: int, rng: random.Random) -> list[list[int]]:
+    """Batches of indices of similar length (little padding), in random order."""
+    order = sorted(range(len(examples)), key=lambda i: len(examples[i][0]) + rng.random())
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def select_trainable(model: torch.nn.Module, train_layers: int) -> int:
+    """Freeze all but the top ``train_layers`` blocks and the final norm; returns trainable parameters."""
+    if train_layers <= 0:
+        for p in model.parameters():
+            p.requires_grad_(True)
+        return sum(p.numel() for p in model.parameters())
+    blocks = _blocks(model)
+    if blocks is None:
+        raise ValueError(f"cannot find the transformer blocks of {type(model).__name__}; use train_layers=0")
+    for p in model.parameters():
+        p.requires_grad_(False)
+    trainable = list(blocks[-train_layers:])
+    norm = getattr(getattr(model, "model", None), "norm", None) or getattr(getattr(model, "transformer", None), "ln_f", None)
+    if norm is not None:
+        trainable.append(norm)
+    for module in trainable:
+        for p in module.parameters():
+            p.requires_grad_(True)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def _blocks(model: torch.nn.Module) -> Sequence[torch.nn.Module] | None:
+    """The list of transformer blocks of a Llama-style (``model.layers``) or GPT-2-style (``transformer.h``) LM."""
+    for owner, attr in (("model", "layers"), ("transformer", "h")):
+        blocks = getattr(getattr(model, owner, None), attr, None)
+        if blocks is not None:
+            return blocks
+    return None
+
+
+def mean_loss(model: torch.nn.Module, examples: Sequence[tuple[list[int], int]], pad_id: int, batch_size: int,
+              device: torch.device) -> float:
+    """Token-averaged loss on the solution tokens of ``examples`` (no gradients)."""
+    total, count = 0.0, 0
+    model.eval()
+    with torch.no_grad():
+        for i in range(0, len(examples), batch_size):
+            batch = {k: v.to(device) for k, v in collate(examples[i : i + batch_size], pad_id).items()}
+            n = int((batch["labels"][:, 1:] != -100).sum())
+            total += float(model(**batch).loss) * n
+            count += n
+    return total / max(count, 1)
+
+
+def finetune(cfg: FinetuneConfig, progress: Callable[[int], Any] | None = None) -> dict[str, Any]:
+    """Fine-tune ``cfg.base`` on training problems and save it as ``cfg.name``.
+
+    Args:
+        cfg: settings.
+        progress: ``progress(total_steps)`` returns a tqdm-like object (``update``, ``set_postfix``,
+            ``close``); ``None`` trains silently.
+
+    Returns:
+        The training report (also saved as ``training.json`` in the checkpoint).
+    """
+    from ensemble.models.load import load_causal_lm, torch_device
+    from ensemble.models.offline import save_project_checkpoint
+    from ensemble.tasks.math.task import MathTask
+
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    rng = random.Random(cfg.seed)
+    start = time.time()
+    device = torch_device(cfg.device)
+    model, tokenizer = load_causal_lm(cfg.base, device=device, dtype=torch.float32)
+    task = MathTask(annotations=cfg.annotations, shots=cfg.shots)
+    problems = task.problems(cfg.n_problems, cfg.seed, split="train")
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pairs = training_pairs(problems, lambda q: task.prompt({"question": q}, tokenizer), task.render,
+                           tokenizer.eos_token or "")
+    examples = encode_pairs(tokenizer, pairs, cfg.max_length)
+    n_held = max(1, int(len(examples) * cfg.held_out))
+    held, train = examples[:n_held], examples[n_held:]
+    n_trainable = select_trainable(model, cfg.train_layers)
+    loss_before = mean_loss(model, held, pad_id, cfg.batch_size, device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimiser = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
+    steps = cfg.epochs * math.ceil(len(train) / cfg.batch_size)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimiser, lambda s: min((s + 1) / max(cfg.warmup, 1), max(0.0, (steps - s) / max(steps - cfg.warmup, 1)))
+    )
+    bar = progress(steps) if progress else None
+    losses: list[float] = []
+    for _ in range(cfg.epochs):
+        model.train()
+        for idx in length_batches(train, cfg.batch_size, rng):
+            batch = {k: v.to(device) for k, v in collate([train[i] for i in idx], pad_id).items()}
+            loss = model(**batch).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimiser.step()
+            schedule.step()
+            optimiser.zero_grad(set_to_none=True)
+            losses.append(float(loss.detach()))
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.3f}")
+    if bar is not None:
+        bar.close()
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    loss_after = mean_loss(model, held, pad_id, cfg.batch_size, device)
+    report = {"config": asdict(cfg), "problems": len(problems), "train_examples": len(train),
+              "held_out_examples": len(held), "trainable_parameters": n_trainable, "steps": steps,
+              "held_out_loss_before": round(loss_before, 4), "held_out_loss_after": round(loss_after, 4),
+              "final_train_loss": round(sum(losses[-20:]) / max(len(losses[-20:]), 1), 4),
+              "seconds": round(time.time() - start, 1), "prompt": {"shots": cfg.shots, "annotations": cfg.annotations}}
+
+    def save(out):
+        model.save_pretrained(out)
+        tokenizer.save_pretrained(out)
+        (out / "training.json").write_text(json.dumps(report, indent=2))
+
+    report["path"] = str(save_project_checkpoint(cfg.name, save, overwrite=True))
+    return report

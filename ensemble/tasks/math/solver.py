@@ -1,0 +1,304 @@
+"""The math solver: named systems over one LM and its verifiers, one item per call.
+
+A *system* is ``"<base>@<beam>"``: the base is ``"lm"`` (the LM alone, same beam search and
+calculator), a verifier scorer name (the LM guided token by token by that one verifier) or
+``"ensemble"`` (by all verifiers); the beam size is part of the system (``"ensemble@5"``). An
+:class:`EvalSpec` is the solver's small picklable settings; :class:`MathEvaluator` builds the models
+from it where it runs (once) and solves one item per call into a row of the one format
+(:func:`ensemble.contracts.make_row`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ensemble.contracts import Item, Solver, make_row
+from ensemble.eval.seeds import run_seed
+from ensemble.eval.table import markdown_table, mean_ci
+from ensemble.results import config_hash
+
+LM_ALONE = "lm"
+ENSEMBLE = "ensemble"
+GUIDANCE_KNOBS = frozenset({"top_k", "min_p", "score_results", "steps_per_token", "step_size", "temperature",
+                            "target_prior", "fluency_weight", "fusion", "keep_shift", "skip_confident",
+                            "rerank_weight", "select_final", "select_weight", "token_scorers"})
+"""TokenConfig fields that act only through the scorers (left out of the LM-alone config hash)."""
+MULTI_BEAM_KNOBS = frozenset({"select_final", "select_weight"})
+"""TokenConfig fields that act only with several beams (left out of beam-1 config hashes)."""
+
+
+@dataclass
+class EvalSpec:
+    """What to evaluate; crosses process boundaries, models are built where it runs.
+
+    Attributes:
+        lm: causal LM name (project checkpoint, registry, hub or local); default the fine-tuned generator.
+        verifiers: verifier name → scorer constructor kwargs (e.g. ``{"checkpoint": …}``).
+        token: :class:`~ensemble.generators.causal_lm.TokenConfig` overrides (beam size is per system).
+        task: :class:`~ensemble.tasks.math.MathTask` kwargs (default: no worked example in the prompt,
+            as the fine-tuned generator was trained).
+        weights: per-verifier weights of the ensemble system (a missing name weighs 1.0, the paper's
+            unweighted sum); single-verifier systems always weigh their verifier 1.0.
+        normalisation: per-scorer normalisation of the ensemble (``"none"``: raw log-probabilities, so a
+            verifier that cannot tell candidates apart barely pulls; ``"zscore"`` suits log-probabilities
+            of differently calibrated verifiers).
+        beams: the beam sizes of the default systems.
+        device: torch device.
+        threads: torch intra-op threads (``None``: leave as is).
+    """
+
+    lm: str = "generators/smollm2-gsm"
+    verifiers: dict[str, dict[str, Any]] = field(
+        default_factory=lambda: {"numeric_verifier": {}, "minilm_verifier": {}}
+    )
+    token: dict[str, Any] = field(default_factory=dict)
+    task: dict[str, Any] = field(default_factory=lambda: {"shots": 0})
+    weights: dict[str, float] = field(default_factory=dict)
+    normalisation: str = "none"
+    beams: tuple[int, ...] = (1, 5)
+    device: str = "cpu"
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.weights) - set(self.verifiers))
+        if unknown:
+            raise ValueError(f"weights name {unknown}, which are not among the verifiers {sorted(self.verifiers)}")
+        unknown = sorted(set(self.token.get("token_scorers", ())) - set(self.verifiers))
+        if unknown:
+            raise ValueError(f"token_scorers name {unknown}, which are not among the verifiers {sorted(self.verifiers)}")
+        bad = {n: w for n, w in self.weights.items() if not float(w) >= 0.0}
+        if bad:
+            raise ValueError(f"weights must be >= 0, got {bad}")
+        self.beams = tuple(int(b) for b in self.beams)
+        if not self.beams or min(self.beams) < 1:
+            raise ValueError(f"beams {self.beams}: beam sizes must be >= 1")
+
+    def bases(self) -> list[str]:
+        """The base systems: the LM alone, each verifier, the ensemble."""
+        return [LM_ALONE, *self.verifiers, ENSEMBLE]
+
+    def systems(self) -> list[str]:
+        """The default systems: every base at every beam size of :attr:`beams`."""
+        return [f"{base}@{beam}" for beam in self.beams for base in self.bases()]
+
+    def check_systems(self, systems: Sequence[str]) -> None:
+        """Raise a clear error for a system this spec cannot run (a base at any beam size is fine)."""
+        for system in systems:
+            split_system(system, self.bases())
+
+    def hash(self, system: str, beam: int) -> str:
+        """Config hash of one (system, beam) evaluation: names, settings and the content fingerprints of
+        project checkpoints (device and threads excluded)."""
+        from ensemble.models import checkpoint_fingerprint
+        from ensemble.tasks.math.verifiers.checkpoint import verifier_checkpoint
+
+        used = self.verifiers if system == ENSEMBLE else {k: v for k, v in self.verifiers.items() if k == system}
+        # Project checkpoints are identified by content too: retraining one under the same name must
+        # not let its old results count for the new model.
+        versions = {"lm": checkpoint_fingerprint(self.lm)}
+        for name, kwargs in used.items():
+            checkpoint = verifier_checkpoint(name, kwargs)
+            versions[name] = checkpoint_fingerprint(str(checkpoint)) if checkpoint else None
+        token = self.token
+        if system == LM_ALONE:  # knobs of the scorers' influence cannot change the LM alone's output
+            token = {k: v for k, v in token.items() if k not in GUIDANCE_KNOBS}
+        if beam == 1:
+            token = {k: v for k, v in token.items() if k not in MULTI_BEAM_KNOBS}
+        if "token_scorers" in token:  # as the system sees it: which of *its* verifiers rate tokens
+            asked = sorted(n for n in used if n in token["token_scorers"])
+            token = {k: v for k, v in token.items() if k != "token_scorers"}
+            if asked != sorted(used):
+                token["token_scorers"] = asked
+        extra = {"weights": dict(sorted(self.weights.items()))} if system == ENSEMBLE and self.weights else {}
+        return config_hash({"lm": self.lm, "verifiers": used, "token": token, "task": self.task,
+                            "versions": versions, **extra,
+                            "normalisation": self.normalisation if system == ENSEMBLE else None,
+                            "system": system, "beam": beam})
+
+
+class MathEvaluator(Solver):
+    """Builds the LM, the verifiers and the task from an :class:`EvalSpec` and solves items.
+
+    Args:
+        spec: the evaluation spec.
+        lm: an already loaded ``(model, tokenizer)`` (tests); else ``spec.lm`` is loaded.
+        scorers: already built verifier scorers by name (tests); else built from ``spec.verifiers``.
+    """
+
+    def __init__(self, spec: EvalSpec, lm: tuple[Any, Any] | None = None, scorers: dict[str, Any] | None = None) -> None:
+        from ensemble.tasks.math.task import MathTask
+
+        self.spec = spec
+        self.task = MathTask(**spec.task)
+        self._hashes: dict[str, str] = {}
+        self._given_lm, self._given_scorers = lm, scorers
+        self._generator: Any = None
+        self._scorers: dict[str, Any] | None = None
+
+    def setup(self) -> None:
+        """Load the LM and the verifiers (once; :meth:`solve` calls it). Building the solver is cheap."""
+        if self._generator is not None:
+            return
+        import torch
+
+        from ensemble.generators.causal_lm import CausalLMGenerator
+        from ensemble.registry import SCORERS
+
+        spec = self.spec
+        if spec.threads:
+            torch.set_num_threads(spec.threads)
+        if self._given_lm is not None:
+            model, tokenizer = self._given_lm
+        else:
+            from ensemble.models import load_causal_lm
+
+            model, tokenizer = load_causal_lm(spec.lm, device=spec.device)
+        token = {"stop_strings": self.task.stop_strings, **spec.token}
+        self._generator = CausalLMGenerator(model, tokenizer, device=spec.device,
+                                            **self.task.generator_hooks(tokenizer), **token)
+        self.base_config = self._generator.config
+        self._scorers = dict(self._given_scorers) if self._given_scorers is not None else {
+            name: SCORERS.make(name, **kwargs) for name, kwargs in spec.verifiers.items()
+        }
+
+    @property
+    def generator(self) -> Any:
+        """The guided LM (loaded on first use)."""
+        self.setup()
+        return self._generator
+
+    @property
+    def scorers(self) -> dict[str, Any]:
+        """The verifier scorers by name (loaded on first use)."""
+        self.setup()
+        return self._scorers
+
+    def _ensemble(self, system: str) -> Any:
+        from ensemble.aggregate import ScorerEnsemble
+        from ensemble.config import EnsembleConfig
+
+        names = list(self.scorers) if system == ENSEMBLE else [system]
+        return ScorerEnsemble({n: self.scorers[n] for n in names}, EnsembleConfig(
+            weights=dict(self.spec.weights) if system == ENSEMBLE else {}, normalisation=self.spec.normalisation))
+
+    def systems(self) -> list[str]:
+        """The default systems (every base at every beam size of the spec)."""
+        return self.spec.systems()
+
+    def check_systems(self, systems: list[str]) -> None:
+        self.spec.check_systems(systems)
+
+    def config_hash(self, system: str) -> str:
+        """The spec's hash of ``system`` (cached: checkpoint fingerprints read files)."""
+        if system not in self._hashes:
+            self._hashes[system] = self.spec.hash(*split_system(system, self.spec.bases()))
+        return self._hashes[system]
+
+    def solve(self, item: Item, system: str, seed: int = 0, callback: Callable[[Any, Any], Any] | None = None) -> dict[str, Any]:
+        """Solve ``item`` with ``system`` (``"<base>@<beam>"``); the result row.
+
+        ``metric`` is exact match (1.0 / 0.0); ``scorers`` holds per verifier ``moved``: committed tokens
+        where that verifier's favourite differed from the LM's top token and the committed token followed
+        it. ``extras``: ``output``, ``target``, ``beam``, ``base``, ``tokens``, ``tokens_per_s``, and for
+        guided systems ``rounds``, and with a final selection round ``final_changed`` (the verifiers
+        picked another finished beam than the LM would have).
+        """
+        import torch
+
+        from ensemble.config import ConsensusConfig
+        from ensemble.consensus import run_consensus
+
+        base, beam = split_system(system, self.spec.bases())
+        self.setup()
+        cfg = dataclasses.replace(self.base_config, beam_size=beam)
+        self.generator.config = cfg
+        seed_run = run_seed(seed, item)
+        torch.manual_seed(seed_run)
+        t0 = time.perf_counter()
+        extras: dict[str, Any] = {"base": base, "beam": beam}
+        scorers: dict[str, Any] = {}
+        if base == LM_ALONE:
+            output = self.generator.generate_plain(item.context, seed=seed_run)
+        else:
+            budget = cfg.max_new_tokens * cfg.steps_per_token * 4 + 8
+            res = run_consensus(self.generator, self._ensemble(base), item.context,
+                                ConsensusConfig(max_rounds=budget, seed=seed_run), callback=callback)
+            output = res.output
+            extras["rounds"] = len(res.rounds)
+            scorers = {name: {"moved": n} for name, n in moved_tokens(res.rounds).items()}
+            final = [r.info for r in res.rounds if r.info.get("final")]
+            if final:  # the verifiers' pick among the finished beams vs the LM's own
+                extras["final_changed"] = final[-1]["chosen"] != final[-1]["lm_choice"]
+        answer = self.task.answer(output, item)
+        seconds = time.perf_counter() - t0
+        n_tokens = len(self.generator.tokenizer(output, add_special_tokens=False)["input_ids"])
+        extras.update(output=output, target=item.target, tokens=n_tokens,
+                      tokens_per_s=round(n_tokens / max(seconds, 1e-9), 3))
+        return make_row(item, system, self.config_hash(system), seed, answer, self.task.metric(answer, item),
+                        seconds, scorers=scorers, extras=extras)
+
+
+def split_system(system: str, bases: Sequence[str]) -> tuple[str, int]:
+    """``"ensemble@5"`` → ``("ensemble", 5)``; a bare base means beam 1. Clear errors for the rest."""
+    base, _, beam = system.partition("@")
+    if base not in bases:
+        raise ValueError(f"unknown system {system!r}; valid systems: <base>@<beam> with base one of "
+                         f"{', '.join(bases)} (e.g. ensemble@5)")
+    try:
+        size = int(beam) if beam else 1
+    except ValueError:
+        raise ValueError(f"system {system!r}: the beam size after '@' must be an integer") from None
+    if size < 1:
+        raise ValueError(f"system {system!r}: beam size must be >= 1")
+    return base, size
+
+
+def moved_tokens(rounds: Sequence[Any]) -> dict[str, int]:
+    """Per scorer: committed tokens that differ from the LM's top token and equal that scorer's favourite."""
+    moved: dict[str, int] = {}
+    for r in rounds:
+        info = r.info
+        committed = info.get("committed")
+        if not committed or "scorer_top" not in info:
+            continue
+        for name, tok in info["scorer_top"].items():
+            moved.setdefault(name, 0)
+            if committed[0] == tok and tok != info.get("lm_top"):
+                moved[name] += 1
+    return moved
+
+
+def math_table(rows: Sequence[dict[str, Any]], systems: Sequence[str]) -> str:
+    """Markdown: per system, problems, accuracy ± 95 % interval, problems won / lost against the LM alone
+    at the same beam, seconds per problem, tokens per second."""
+    return markdown_table(["system", "beam", "problems", "accuracy % (95 % CI)", "won / lost vs LM alone",
+                           "s / problem", "tokens / s"], summarise(rows, systems))
+
+
+def summarise(rows: Sequence[dict[str, Any]], systems: Sequence[str]) -> list[list[Any]]:
+    """Table rows ``[base, beam, n, accuracy % ± CI, won / lost vs the LM alone, seconds/problem, tokens/s]``.
+
+    "won / lost" counts the problems a guided system solved where the LM alone (same beam) failed, and
+    failed where it solved, over the problems both ran ("–" for the LM itself or without LM rows).
+    """
+    table = []
+    for system in systems:
+        base, _, beam = system.partition("@")
+        sel = [r for r in rows if r["system"] == system]
+        if not sel:
+            continue
+        lm = {r["item_id"]: r["metric"] for r in rows if r["system"] == f"{LM_ALONE}@{beam or 1}"}
+        n = len(sel)
+        mean, half = mean_ci([r["metric"] for r in sel])
+        secs = sum(r["timings"]["seconds"] for r in sel)
+        tps = sum(r["extras"].get("tokens", 0) for r in sel) / max(secs, 1e-9)
+        both = [r for r in sel if r["item_id"] in lm]
+        vs_lm = "–" if base == LM_ALONE or not both else (
+            f"{sum(r['metric'] and not lm[r['item_id']] for r in both):g} / "
+            f"{sum(lm[r['item_id']] and not r['metric'] for r in both):g}")
+        table.append([base, int(beam or 1), n, f"{100 * mean:.1f} ± {100 * half:.1f}", vs_lm, secs / n, tps])
+    return table

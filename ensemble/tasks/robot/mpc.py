@@ -1,0 +1,303 @@
+"""Model-predictive control over a world model: random shooting or CEM over pick-and-place plans.
+
+Every consensus round is one sampling iteration of the current control step:
+
+1. sample ``n_candidates`` plans (sequences of ``horizon`` pick-and-place actions ``(object, x, y)``)
+   from the step's sampling distribution (uniform at first);
+2. roll each plan out from the planning state on the world model (restore → apply → render every
+   view) through the *rollout executor* (in-process, or sharded over Ray environment actors);
+3. the candidates put to the scorers are these predicted outcomes (per-view images / segmentations);
+4. refine: keep the plan of lowest summed energy; CEM refits the distribution to the elite plans;
+   after ``iterations`` rounds the first action of the best plan is executed in the environment and
+   the robot re-plans from the new state;
+5. done when the goal holds (the environment's termination signal) or after ``max_steps`` actions.
+
+The state is a picklable :class:`MPCState` (environment state vector, goal, step, sampling
+distribution), so any worker can resume an episode.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from ensemble.contracts import Generator, Proposal
+from ensemble.tasks.robot.spatial import named_relations
+from ensemble.tasks.robot.world_model import LocalExecutor, RolloutExecutor, SimulatorWorldModel, WorldModel
+
+METHODS = ("random", "cem")
+WORK_X, WORK_Y = 0.30, 0.20
+"""Half extents of the region where pick-and-place targets are sampled (metres)."""
+
+
+@dataclass
+class MPCState:
+    """Picklable state of an MPC episode.
+
+    Attributes:
+        env_state: the environment's full state vector (``get_state``) at the current control step.
+        goal: the goal text.
+        seed: base seed of the sampling.
+        step: actions executed so far.
+        iteration: sampling iteration within the current step.
+        probs: ``[horizon, K]`` probabilities of moving each goal object (CEM distribution).
+        mean, std: ``[horizon, K, 2]`` Gaussian over the target ``(x, y)`` per object.
+        best_plan: best ``(horizon, 3)`` plan found at this step; ``best_energy`` its summed energy.
+        executed: actions executed so far, ``(object, x, y)`` each.
+        relations: which goal relations hold after the last executed action (environment info).
+        named_goal: the goal as named relations ``(kind, subject, reference)``, as the environment parsed it.
+        success: every goal relation holds.
+        done: the episode is over.
+    """
+
+    env_state: np.ndarray
+    goal: str
+    seed: int
+    step: int = 0
+    iteration: int = 0
+    probs: np.ndarray | None = None
+    mean: np.ndarray | None = None
+    std: np.ndarray | None = None
+    best_plan: np.ndarray | None = None
+    best_energy: float = float("inf")
+    executed: list[list[float]] = field(default_factory=list)
+    relations: list[bool] = field(default_factory=list)
+    named_goal: list[tuple[str, str, str]] = field(default_factory=list)
+    success: bool = False
+    done: bool = False
+    objects: list[int] = field(default_factory=list)
+
+
+class MPCGenerator(Generator):
+    """MPC with random shooting or the cross-entropy method (CEM) over pick-and-place plans.
+
+    Args:
+        env_id: gymnasium id of the environment (``"module:Id"`` imports the registering module).
+        env_kwargs: keyword arguments for the environment (e.g. ``cameras``, ``width``).
+        n_candidates: plans rolled out per round.
+        iterations: rounds (sampling iterations) per executed action.
+        method: ``"random"`` (uniform sampling, keep the best) or ``"cem"`` (refit to the elites).
+        horizon: actions per plan; the first is executed, then the robot re-plans.
+        elite_frac: fraction of the plans CEM refits to.
+        min_std: CEM's floor on the target std (metres).
+        max_steps: actions per episode.
+        render: what rollouts render: ``"segmentation"``, ``"rgb"`` or ``"both"`` (what the scorers read).
+        object_centric: fraction of uniformly sampled first actions whose target is another goal
+            object's current position in the world model (plus 1 cm noise) instead of a uniform point:
+            object-centric proposals make stacking reachable with few samples.
+        executor: a :class:`~ensemble.tasks.robot.world_model.RolloutExecutor`; default: in-process rollouts.
+        world_model: the model to plan and execute on; default: the simulator made from ``env_id``.
+    """
+
+    update_rule = "selection"
+    #: The candidates it proposes: predicted camera views (:class:`~ensemble.tasks.robot.world_model.Outcome`).
+    modality = "views"
+
+    def __init__(
+        self,
+        env_id: str = "envs:Tabletop-Relations-v0",
+        env_kwargs: dict[str, Any] | None = None,
+        n_candidates: int = 48,
+        iterations: int = 3,
+        method: str = "cem",
+        horizon: int = 1,
+        elite_frac: float = 0.15,
+        min_std: float = 0.01,
+        max_steps: int = 6,
+        render: str = "segmentation",
+        object_centric: float = 0.5,
+        executor: RolloutExecutor | None = None,
+        world_model: WorldModel | None = None,
+    ) -> None:
+        if method not in METHODS:
+            raise ValueError(f"method={method!r} is not one of {', '.join(METHODS)}")
+        if min(n_candidates, iterations, horizon, max_steps) < 1 or not 0 < elite_frac <= 1:
+            raise ValueError(
+                "need n_candidates, iterations, horizon, max_steps >= 1 and elite_frac in (0, 1]; got "
+                f"{n_candidates}, {iterations}, {horizon}, {max_steps}, {elite_frac}"
+            )
+        self.env_id, self.env_kwargs = env_id, dict(env_kwargs or {})
+        self.n, self.iterations, self.method, self.horizon = n_candidates, iterations, method, horizon
+        self.elite_frac, self.min_std, self.max_steps, self.render = elite_frac, min_std, max_steps, render
+        if not 0.0 <= object_centric <= 1.0:
+            raise ValueError(f"object_centric={object_centric} must be in [0, 1]")
+        self.object_centric = object_centric
+        self._world_model = world_model
+        self._executor = executor
+
+    # -- components, built on first use ---------------------------------------------------------------
+    @property
+    def world_model(self) -> WorldModel:
+        """The world model the episode runs on (built lazily)."""
+        if self._world_model is None:
+            self._world_model = SimulatorWorldModel(self.env_id, **self.env_kwargs)
+        return self._world_model
+
+    @property
+    def executor(self) -> RolloutExecutor:
+        """Where candidate rollouts run (in-process unless one was given)."""
+        if self._executor is None:
+            self._executor = LocalExecutor(self.world_model)
+        return self._executor
+
+    def close(self) -> None:
+        """Release the world model and the executor."""
+        if self._executor is not None:
+            self._executor.close()
+        if self._world_model is not None:
+            self._world_model.close()
+
+    # -- the Generator contract -----------------------------------------------------------------------
+    def init_state(self, context: Any, seed: int) -> MPCState:
+        """Reset the scene for the goal in ``context`` and snapshot it.
+
+        ``context`` is goal text or a dict with ``"goal"`` and optionally ``"scene_seed"`` (the scene's
+        seed; default ``seed``) and ``"objects"`` (the scene's object names). Without a goal, one is
+        sampled from the seed.
+        """
+        ctx = context if isinstance(context, dict) else {"goal": context}
+        options = {k: ctx[k] for k in ("goal", "objects") if ctx.get(k)}
+        wm = self.world_model
+        info = wm.reset(int(ctx.get("scene_seed", seed)), options=options or None)
+        names = [n.lower() for n in info["object_names"]]
+        mentioned = {n for r in named_relations(info) for n in (r.subject, r.reference)}
+        objects = [i for i, n in enumerate(names) if n in mentioned] or list(range(len(names)))
+        state = MPCState(
+            env_state=wm.snapshot(), goal=info["goal"], seed=int(seed), objects=objects,
+            relations=[bool(r) for r in info["relations"]], success=bool(info["success"]),
+            named_goal=[(r.kind, r.subject, r.reference) for r in named_relations(info)],
+        )
+        state.done = state.success
+        return self._fresh_distribution(state)
+
+    @staticmethod
+    def scorer_context(state: MPCState) -> dict[str, Any]:
+        """What the scorers judge: the goal text and its named relations (as the environment parsed them)."""
+        return {"goal": state.goal, "relations": [list(r) for r in state.named_goal]}
+
+    def propose(self, state: MPCState, context: Any) -> Proposal:
+        """Sample plans and roll them out from the planning state; candidates are the outcomes."""
+        plans = self._sample(state)
+        outcomes = self.executor.rollouts(state.env_state, list(plans), self.render)
+        return Proposal(candidates=outcomes, info={"plans": plans})
+
+    def refine(self, state: MPCState, proposal: Proposal, feedback: Any) -> MPCState:
+        """Keep the best plan; CEM refits; after the last iteration execute the best plan's first action."""
+        energy = feedback.energy.detach().cpu().numpy()
+        plans = proposal.info["plans"]
+        i = int(np.argmin(energy))
+        state = replace(
+            state, executed=list(state.executed), probs=state.probs.copy(), mean=state.mean.copy(), std=state.std.copy()
+        )
+        if energy[i] < state.best_energy:
+            state.best_plan, state.best_energy = plans[i].copy(), float(energy[i])
+        if self.method == "cem":
+            self._refit(state, plans, energy)
+        state.iteration += 1
+        if state.iteration < self.iterations:
+            return state
+        return self._execute(state)
+
+    def is_done(self, state: MPCState) -> bool:
+        """The goal holds or the action budget is spent."""
+        return state.done
+
+    def output(self, state: MPCState) -> dict[str, Any]:
+        """The executed episode: success, steps, actions, final relations, goal."""
+        return {
+            "success": state.success,
+            "steps": state.step,
+            "actions": [list(a) for a in state.executed],
+            "relations": list(state.relations),
+            "goal": state.goal,
+        }
+
+    def describe(self, state: MPCState, proposal: Proposal, feedback: Any) -> dict[str, Any]:
+        """Step, iteration, the action executed this round (if any), relations and success."""
+        executed = state.iteration == 0 and state.executed
+        return {
+            "step": state.step,
+            "iteration": state.iteration,
+            "executed": list(state.executed[-1]) if executed else None,
+            "relations": list(state.relations),
+            "success": state.success,
+        }
+
+    # -- sampling ---------------------------------------------------------------------------------------
+    def _fresh_distribution(self, state: MPCState) -> MPCState:
+        k = len(state.objects)
+        state.probs = np.full((self.horizon, k), 1.0 / k)
+        state.mean = np.zeros((self.horizon, k, 2))
+        state.std = np.broadcast_to(np.array([WORK_X, WORK_Y]), (self.horizon, k, 2)).copy()
+        state.iteration, state.best_plan, state.best_energy = 0, None, float("inf")
+        return state
+
+    def _rng(self, state: MPCState) -> np.random.Generator:
+        return np.random.default_rng([state.seed, state.step, state.iteration])
+
+    def _sample(self, state: MPCState) -> np.ndarray:
+        """``[N, horizon, 3]`` plans: uniform on the first iteration (and always for random shooting)."""
+        rng = self._rng(state)
+        k, h, n = len(state.objects), self.horizon, self.n
+        plans = np.empty((n, h, 3), dtype=np.float32)
+        bound = np.array([WORK_X, WORK_Y])
+        uniform = self.method == "random" or state.iteration == 0
+        for t in range(h):
+            which = rng.choice(k, size=n, p=state.probs[t])
+            if uniform:
+                xy = rng.uniform(-bound, bound, size=(n, 2))
+                if t == 0 and self.object_centric > 0 and k > 1:
+                    xy = self._object_centric(state, rng, which, xy)
+            else:
+                xy = state.mean[t, which] + state.std[t, which] * rng.standard_normal((n, 2))
+            plans[:, t, 0] = np.asarray(state.objects)[which]
+            plans[:, t, 1:] = np.clip(xy, -bound, bound)
+        if not uniform and state.best_plan is not None:
+            plans[0] = state.best_plan  # elitism: the best plan so far stays in the pool
+        return plans
+
+    def _object_centric(
+        self, state: MPCState, rng: np.random.Generator, which: np.ndarray, xy: np.ndarray
+    ) -> np.ndarray:
+        """Replace a fraction of uniform targets by another goal object's position (1 cm noise)."""
+        wm = self.world_model
+        wm.restore(state.env_state)
+        centres = np.asarray(wm.info()["centres"])[state.objects, :2]
+        k = len(state.objects)
+        other = (which + rng.integers(1, k, size=len(which))) % k  # never the moved object itself
+        centric = rng.random(len(which)) < self.object_centric
+        near = centres[other] + 0.01 * rng.standard_normal((len(which), 2))
+        return np.where(centric[:, None], near, xy)
+
+    def _refit(self, state: MPCState, plans: np.ndarray, energy: np.ndarray) -> None:
+        """CEM: object probabilities and per-object target Gaussians from the elite plans."""
+        n_elite = max(2, int(round(self.elite_frac * len(energy))))
+        elite = plans[np.argsort(energy, kind="stable")[:n_elite]]
+        index = {o: j for j, o in enumerate(state.objects)}
+        k = len(state.objects)
+        for t in range(self.horizon):
+            which = np.array([index[int(round(o))] for o in elite[:, t, 0]])
+            counts = np.bincount(which, minlength=k).astype(np.float64)
+            state.probs[t] = 0.9 * counts / counts.sum() + 0.1 / k
+            for j in range(k):
+                xy = elite[which == j, t, 1:]
+                if len(xy) >= 2:
+                    state.mean[t, j], state.std[t, j] = xy.mean(0), np.maximum(xy.std(0), self.min_std)
+                elif len(xy) == 1:
+                    state.mean[t, j], state.std[t, j] = xy[0], np.maximum(state.std[t, j] * 0.5, self.min_std)
+
+    def _execute(self, state: MPCState) -> MPCState:
+        """Execute the best plan's first action in the environment and start the next control step."""
+        action = state.best_plan[0]
+        wm = self.world_model
+        wm.restore(state.env_state)
+        info = wm.step(action)
+        state.env_state = wm.snapshot()
+        state.executed.append([float(v) for v in action])
+        state.step += 1
+        state.relations = [bool(r) for r in info["relations"]]
+        state.success = bool(info["success"])
+        state.done = state.success or state.step >= self.max_steps
+        return self._fresh_distribution(state)

@@ -1,0 +1,223 @@
+"""The robot solver: named systems (views × scorer × planner), one episode per call.
+
+A system is one row of the results table, e.g. ``3views-cem`` (one ``view_relations`` scorer per
+camera, summed, CEM), ``1view-cem``, ``oracle-cem`` (ground-truth relations), ``3views-random``
+(random shooting), ``3views-colour-cem`` (colour segmentation from RGB instead of the simulator's
+segmentation render). The solver opens one MPC generator per system on first use and keeps it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ensemble.contracts import Item, Solver, Task, make_row
+from ensemble.eval.seeds import run_seed
+from ensemble.eval.table import markdown_table, mean_ci
+from ensemble.results import config_hash
+
+VIEW_SETS: dict[int, tuple[str, ...]] = {
+    1: ("front",),
+    2: ("front", "top"),
+    3: ("front", "left", "top"),
+    4: ("front", "left", "right", "top"),
+}
+"""Cameras of the N-view systems."""
+
+
+@dataclass(frozen=True)
+class RobotConfig:
+    """One system.
+
+    Attributes:
+        name: row label.
+        views: number of camera views (scorers); ignored by the oracle.
+        scorer: ``"views"`` (per-view segmentation scorers) or ``"oracle"`` (ground-truth relations).
+        method: ``"cem"`` or ``"random"``.
+        segmenter: ``"simulator"`` or ``"colour"``.
+    """
+
+    name: str
+    views: int = 3
+    scorer: str = "views"
+    method: str = "cem"
+    segmenter: str = "simulator"
+
+    @property
+    def cameras(self) -> tuple[str, ...]:
+        """The cameras this system renders."""
+        return VIEW_SETS[1] if self.scorer == "oracle" else VIEW_SETS[self.views]
+
+
+def standard_configs(views: int) -> dict[str, RobotConfig]:
+    """The compared systems, by name."""
+    return {
+        f"{views}views-cem": RobotConfig(f"{views}views-cem", views, "views", "cem"),
+        "1view-cem": RobotConfig("1view-cem", 1, "views", "cem"),
+        "oracle-cem": RobotConfig("oracle-cem", views, "oracle", "cem"),
+        f"{views}views-random": RobotConfig(f"{views}views-random", views, "views", "random"),
+        "1view-random": RobotConfig("1view-random", 1, "views", "random"),
+        f"{views}views-colour-cem": RobotConfig(f"{views}views-colour-cem", views, "views", "cem", "colour"),
+    }
+
+
+@dataclass
+class RobotSettings:
+    """Solver settings (picklable; part of every system's config hash).
+
+    Attributes:
+        views: N of the N-view systems.
+        candidates: plans per sampling iteration.
+        iterations: sampling iterations per executed action.
+        max_steps: executed actions per episode at most.
+        env_id: gymnasium id of the environment.
+        env_kwargs: extra environment arguments (e.g. render ``width``/``height``).
+        frames: keep the tiled camera views of every executed step in the row (Serve, ``run``).
+    """
+
+    views: int = 3
+    candidates: int = 48
+    iterations: int = 3
+    max_steps: int = 6
+    env_id: str = "envs:Tabletop-Relations-v0"
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    frames: bool = False
+
+    def __post_init__(self) -> None:
+        if self.views not in VIEW_SETS:
+            raise ValueError(f"views={self.views} must be one of {sorted(VIEW_SETS)}")
+        if min(self.candidates, self.iterations, self.max_steps) < 1:
+            raise ValueError("candidates, iterations and max_steps must be at least 1")
+
+
+def build(config: RobotConfig, settings: RobotSettings, executor: Any = None) -> tuple[Any, Any]:
+    """The MPC generator and the scorer ensemble of one system."""
+    from ensemble.aggregate import ScorerEnsemble
+    from ensemble.registry import GENERATORS, SCORERS
+    from ensemble.tasks.robot.task import view_scorers
+
+    if config.scorer == "oracle":
+        scorers = {"oracle": SCORERS.make("oracle_relations")}
+    else:
+        scorers = view_scorers(config.cameras, config.segmenter)
+    generator = GENERATORS.make(
+        "mpc", env_id=settings.env_id, env_kwargs={**settings.env_kwargs, "cameras": config.cameras},
+        n_candidates=settings.candidates, iterations=settings.iterations, method=config.method,
+        max_steps=settings.max_steps, render="rgb" if config.segmenter == "colour" else "segmentation",
+        executor=executor,
+    )
+    return generator, ScorerEnsemble(scorers)
+
+
+class RobotSolver(Solver):
+    """Runs one episode of a system toward an item's goal.
+
+    Args:
+        task: the robot task.
+        settings: budgets and the environment.
+        executor_factory: ``(env_id, env_kwargs) -> RolloutExecutor`` for parallel rollouts (the Ray
+            layer's environment actors); ``None``: rollouts run in-process.
+    """
+
+    def __init__(self, task: Task, settings: RobotSettings, executor_factory: Any = None) -> None:
+        self.task, self.settings, self.executor_factory = task, settings, executor_factory
+        self.configs = standard_configs(settings.views)
+        self._built: dict[str, tuple[Any, Any]] = {}
+
+    def systems(self) -> list[str]:
+        return list(self.configs)
+
+    def default_systems(self) -> list[str]:
+        """Every system but the colour-segmentation one (run it by name)."""
+        return [n for n in self.configs if "colour" not in n]
+
+    def config_hash(self, system: str) -> str:
+        self.check_systems([system])
+        budget = {"candidates": self.settings.candidates, "iterations": self.settings.iterations,
+                  "max_steps": self.settings.max_steps}
+        spec = {"name": self.task.name, "env_id": self.settings.env_id, "env_kwargs": self.settings.env_kwargs}
+        return config_hash({"task": spec, "config": asdict(self.configs[system]), **budget})
+
+    def _system(self, system: str) -> tuple[Any, Any]:
+        if system not in self._built:
+            config = self.configs[system]
+            executor = None
+            if self.executor_factory is not None:
+                executor = self.executor_factory(self.settings.env_id, {**self.settings.env_kwargs, "cameras": config.cameras})
+            self._built[system] = build(config, self.settings, executor)
+        return self._built[system]
+
+    def solve(self, item: Item, system: str, seed: int = 0, callback: Any = None) -> dict[str, Any]:
+        """One episode; ``metric`` is success; ``scorers`` holds each scorer's mean energy of the executed
+        candidates; ``extras``: goal, steps, rollouts, actions, relations (and ``frames`` as a GIF when
+        the settings ask for them)."""
+        from ensemble.config import ConsensusConfig
+        from ensemble.consensus import run_consensus
+
+        self.check_systems([system])
+        generator, ensemble = self._system(system)
+        t0 = time.perf_counter()
+        seed_run = run_seed(seed, item)
+        state0 = generator.init_state(item.context, seed_run)
+        context = generator.scorer_context(state0)
+        res = run_consensus(generator, ensemble, context, ConsensusConfig(seed=seed_run), state=state0,
+                            callback=callback)
+        out = res.output
+        answer = self.task.answer(out, item)
+        energies: dict[str, list[float]] = {}
+        for r in res.rounds:
+            for name, e in r.scorer_mean_energy.items():
+                energies.setdefault(name, []).append(float(e))
+        scorers = {n: {"mean_energy": sum(v) / len(v)} for n, v in energies.items()}
+        extras = {"goal": state0.goal, "relations": out["relations"], "steps": out["steps"],
+                  "rollouts": res.n_candidates, "actions": [list(map(float, a)) for a in out["actions"]],
+                  "object_names": list(generator.world_model.info()["object_names"])}
+        if self.settings.frames:
+            extras["frames_gif_b64"] = episode_gif(generator.world_model, state0.env_state, out["actions"])
+        return make_row(item, system, self.config_hash(system), seed, bool(answer), self.task.metric(answer, item),
+                        time.perf_counter() - t0, scorers=scorers, extras=extras)
+
+    def close(self) -> None:
+        """Close every open environment."""
+        for generator, _ in self._built.values():
+            generator.close()
+        self._built.clear()
+
+
+def episode_frames(world_model: Any, env_state: Any, actions: list[Any]) -> list[Any]:
+    """Tiled camera views before the episode and after each executed action."""
+    import numpy as np
+
+    from ensemble.media import tile_frames
+
+    world_model.restore(env_state)
+    frames = [tile_frames(list(world_model.render_views().values()))]
+    for action in actions:
+        world_model.step(np.asarray(action, dtype=np.float32))
+        frames.append(tile_frames(list(world_model.render_views().values())))
+    return frames
+
+
+def episode_gif(world_model: Any, env_state: Any, actions: list[Any]) -> str:
+    """:func:`episode_frames` as a base64 GIF."""
+    import base64
+
+    from ensemble.media import gif_bytes
+
+    return base64.b64encode(gif_bytes(episode_frames(world_model, env_state, actions))).decode()
+
+
+def robot_table(rows: list[dict[str, Any]], systems: list[str]) -> str:
+    """One line per system: success ± 95 % interval, episodes, mean steps and rollouts, seconds."""
+    out = []
+    for system in systems:
+        mine = [r for r in rows if r["system"] == system]
+        if not mine:
+            continue
+        n = len(mine)
+        mean, half = mean_ci([r["metric"] for r in mine])
+        out.append([system, f"{100 * mean:.0f} ± {100 * half:.0f}", n, sum(r["extras"]["steps"] for r in mine) / n,
+                    sum(r["extras"]["rollouts"] for r in mine) / n, sum(r["timings"]["seconds"] for r in mine) / n])
+    return markdown_table(["system", "success % (95 % CI)", "goals", "mean steps", "rollouts / episode",
+                           "s / episode"], out)

@@ -1,0 +1,59 @@
+"""Segmentation-based relation scorer for one camera view (the paper's robot scorer).
+
+One instance judges one camera: it segments the goal's objects in that view and sums the energies of
+the goal relations as the masks show them (:func:`ensemble.tasks.robot.spatial.relation_energy`). The paper's
+ensemble is the sum of one such scorer per camera view.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ensemble.contracts import ScoreOutput, Scorer
+from ensemble.tasks.robot.segmenters import Segmenter, make_segmenter
+from ensemble.tasks.robot.spatial import MaskStats, parse_goal, relation_energy, relation_weights
+from ensemble.tasks.robot.world_model import Outcome
+
+TOP_DOWN_CAMERAS = ("top",)
+"""Cameras that look straight down (judge "on top of" by alignment only)."""
+
+
+class ViewRelationsScorer(Scorer):
+    """Energy of the goal relations as seen by one camera; score = −energy.
+
+    The relations' energies are summed with order-aware weights (:func:`ensemble.tasks.robot.spatial.relation_weights`).
+
+    Args:
+        camera: the camera this scorer looks through ("front", "left", "right", "top").
+        segmenter: ``"simulator"`` (the simulator's segmentation render), ``"colour"`` (RGB only), a
+            pre-trained segmentation model name, or a :class:`~ensemble.tasks.robot.segmenters.Segmenter`.
+        margin: left/right margin in image widths.
+        top_down: judge "on top of" from above; default: ``camera in TOP_DOWN_CAMERAS``.
+    """
+
+    modality = "views"
+
+    def __init__(
+        self, camera: str = "front", segmenter: str | Segmenter = "simulator", margin: float = 0.04, top_down: bool | None = None
+    ) -> None:
+        self.camera = camera
+        self.segmenter = make_segmenter(segmenter)
+        self.margin = margin
+        self.top_down = camera in TOP_DOWN_CAMERAS if top_down is None else top_down
+
+    def energy(self, context: Any, outcome: Outcome) -> float:
+        """Summed relation energy of one outcome in this camera's view."""
+        masks = self.segmenter.segment(outcome, self.camera)
+        stats = {name: MaskStats.of(m) for name, m in masks.items()}
+        relations = parse_goal(context)
+        return sum(
+            w * relation_energy(r.kind, stats.get(r.subject), stats.get(r.reference), self.margin, self.top_down)
+            for r, w in zip(relations, relation_weights(relations), strict=True)
+        )
+
+    def score(self, context: Any, candidates: Any, *, need_grad: bool = False) -> ScoreOutput:
+        """Scores ``[N]`` = −energy of each :class:`~ensemble.tasks.robot.world_model.Outcome` for the goal ``context``."""
+        self.check_grad_request(need_grad)
+        return ScoreOutput(torch.tensor([-self.energy(context, c) for c in candidates], dtype=torch.float32))
