@@ -30,7 +30,8 @@ def _episode(executor=None):
     gen = MPCGenerator(ENV_ID, KWARGS, n_candidates=8, iterations=2, max_steps=2, executor=executor)
     ensemble = ScorerEnsemble({c: ViewRelationsScorer(c) for c in KWARGS["cameras"]})
     try:
-        return run_consensus(gen, ensemble, GOAL, ConsensusConfig(seed=4))
+        state0 = gen.init_state(GOAL, 4)
+        return run_consensus(gen, ensemble, gen.scorer_context(state0), ConsensusConfig(seed=4), state=state0)
     finally:
         gen.close()
 
