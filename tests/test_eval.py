@@ -73,3 +73,19 @@ def test_mean_ci_is_the_normal_interval():
     mean, half = mean_ci([1.0, 0.0, 1.0, 1.0])
     assert mean == 0.75 and half == pytest.approx(1.96 * (0.25 / 4) ** 0.5)
     assert mean_ci([1.0]) == (1.0, 0.0)
+
+
+def test_generic_commands_offer_every_task_and_its_training_targets():
+    from actors.cli import build_parser
+    from actors.commands.train import train_targets
+    from ensemble.registry import TASKS
+
+    parser = build_parser()
+    for task in TASKS.names():
+        assert parser.parse_args(["eval", task, "--tiny"]).task == task
+        assert parser.parse_args(["serve", task, "--tiny"]).task == task
+    assert {"verifiers", "generator", "image-models"} <= set(train_targets())
+    args = parser.parse_args(["train", "image-models", "--models", "clip", "--seed", "3"])
+    assert args.what == "image-models" and args.seed == 3 and callable(args.func)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["train", "nope"])

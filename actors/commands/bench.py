@@ -25,7 +25,7 @@ from ensemble.eval.table import markdown_table
 def add_parser(sub: argparse._SubParsersAction) -> None:
     bench = sub.add_parser("bench", help="benchmarks measured side by side (ray, robot, math)")
     targets = bench.add_subparsers(dest="target", metavar="TARGET", required=True)
-    from actors import bench_robot
+    from actors import bench_eval, bench_robot
     from ensemble.tasks.math import bench as bench_math
 
     mp = targets.add_parser("math", help="consensus decoding vs plain generate: s/problem, tokens/s")
@@ -35,6 +35,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     rp = targets.add_parser("robot", help="MPC rollout throughput: 2 environment actors vs 1")
     bench_robot.add_arguments(rp)
     rp.set_defaults(func=bench_robot.run)
+    ep = targets.add_parser("eval", help="evaluation on Ray: items/s with 2 solver workers vs 1, Ray Data vs actors")
+    bench_eval.add_arguments(ep)
+    ep.set_defaults(func=bench_eval.run)
     p = targets.add_parser("ray", help="the actor runtime vs in-process: parallel round, batching, overhead")
     p.add_argument("--scorers", type=int, default=2, help="(a) equal-cost scorers per round")
     p.add_argument("--cost", type=float, default=0.2, help="(a) seconds per scorer call")

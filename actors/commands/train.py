@@ -1,98 +1,36 @@
-"""``ensemble train verifiers|generator|image-models``: train project models offline on CPU, saved as checkpoints.
+"""``ensemble train TARGET``: train project models offline on CPU, saved as checkpoints.
 
-* ``verifiers``: the math task's question–solution classifiers;
-* ``generator``: fine-tune the math generator (SmolLM2-135M) on GSM-Symbolic training problems;
-* ``image-models``: the image task's diffusion model, classifier and CLIP.
+Every task offers its training targets in its folder (``TRAIN_TARGETS`` of ``ensemble/tasks/<name>/cli.py``
+or ``train_cli.py``): math ``verifiers`` and ``generator``, image ``image-models``.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
+
+from actors.commands._tasks import task_names
+
+
+def train_targets() -> dict[str, tuple[str, object, object]]:
+    """Every task's training targets: name → (help, add_arguments, run)."""
+    targets: dict = {}
+    for task in task_names():
+        for module in ("train_cli", "cli"):
+            try:
+                mod = importlib.import_module(f"ensemble.tasks.{task}.{module}")
+            except ModuleNotFoundError as err:
+                if err.name == f"ensemble.tasks.{task}.{module}":
+                    continue
+                raise
+            targets.update(getattr(mod, "TRAIN_TARGETS", {}))
+    return targets
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train project models offline (math verifiers, image models)")
-    p.add_argument("what", choices=["verifiers", "generator", "image-models"])
-    p.add_argument("--only", default="minilm_verifier,numeric_verifier", help="comma-separated verifiers to train")
-    p.add_argument("--n-problems", type=int, default=None, help="training problems (verifiers: 600 each; generator: 2000)")
-    p.add_argument("--seed", type=int, default=None, help="training seed, GSM-Symbolic training split (verifiers: 0; generator: 100)")
-    p.add_argument("--lm", default="generators/smollm2-gsm",
-                   help="LM whose samples become examples ('none' to skip; default: the fine-tuned math generator)")
-    p.add_argument("--lm-problems", type=int, default=80, help="training problems the LM is sampled on")
-    p.add_argument("--lm-samples", type=int, default=4, help="samples per such problem")
-    p.add_argument("--held-lm-problems", type=int, default=12,
-                   help="held-out problems the LM is sampled on (held_out_lm_auc: right vs wrong LM solutions)")
-    p.add_argument("--shots", type=int, default=0, choices=[0, 1], help="worked examples in the LM's prompt")
-    p.add_argument("--epochs", type=int, default=None, help="verifiers: 30; generator: 1")
-    p.add_argument("--annotations", action="store_true", help="train on <<expr=value>> format solutions")
-    p.add_argument("--out", action="append", default=[], metavar="NAME=DIR", help="save a verifier elsewhere")
-    p.add_argument("--threads", type=int, default=2)
-    g = p.add_argument_group("generator (ensemble train generator)")
-    g.add_argument("--base", default="smollm2-135m-instruct", help="causal LM to fine-tune")
-    g.add_argument("--name", default=None, help="checkpoint name or directory (default generators/smollm2-gsm)")
-    g.add_argument("--train-layers", type=int, default=None, help="top transformer blocks trained (default 0 = all)")
-    g.add_argument("--lr", type=float, default=None, help="peak learning rate (default 2e-4)")
-    g.add_argument("--lm-batch-size", type=int, default=8, help="sequences per step")
-    from ensemble.tasks.image import cli as image_cli
-
-    image_cli.add_train_arguments(p)
-    p.set_defaults(func=run)
-
-
-def run(args: argparse.Namespace) -> int:
-    if args.what == "image-models":
-        from ensemble.tasks.image import cli as image_cli
-
-        args.seed = _or(args.seed, 0)
-        return image_cli.train(args)
-    if args.what == "generator":
-        return train_generator(args)
-    import torch
-
-    from ensemble.tasks.math.verifiers.checkpoint import DEFAULT_CHECKPOINTS
-    from ensemble.tasks.math.verifiers.train import TrainConfig, train_verifiers
-
-    torch.set_num_threads(args.threads)
-    names = dict(DEFAULT_CHECKPOINTS)
-    for item in args.out:
-        key, _, path = item.partition("=")
-        if key not in names or not path:
-            raise ValueError(f"--out {item!r} must look like NAME=DIR with NAME in {sorted(names)}")
-        names[key] = path
-    base = TrainConfig()
-    cfg = TrainConfig(n_problems=_or(args.n_problems, base.n_problems), seed=_or(args.seed, base.seed),
-                      lm=None if args.lm == "none" else args.lm, lm_problems=args.lm_problems,
-                      lm_samples=args.lm_samples, epochs=_or(args.epochs, base.epochs), shots=args.shots,
-                      held_lm_problems=args.held_lm_problems,
-                      annotations=args.annotations, names=names)
-    report = train_verifiers(cfg, [w.strip() for w in args.only.split(",") if w.strip()])
-    for name, r in report.items():
-        lm_auc = f", AUC on held-out LM samples {r['held_out_lm_auc']:.3f}" if "held_out_lm_auc" in r else ""
-        print(f"{name}: {r['path']} held-out accuracy {r.get('held_out_acc', float('nan')):.3f}, "
-              f"AUC {r.get('held_out_auc', float('nan')):.3f}{lm_auc} ({r['n_examples']} examples, {r['seconds']:.0f}s)")
-    return 0
-
-
-def train_generator(args: argparse.Namespace) -> int:
-    """Fine-tune the math generator; ``--n-problems``/``--seed``/``--epochs`` default to its own values."""
-    from tqdm import tqdm
-
-    from ensemble.tasks.math.finetune import DEFAULT_NAME, FinetuneConfig, finetune
-
-    defaults = FinetuneConfig()
-    cfg = FinetuneConfig(
-        base=args.base, name=args.name or DEFAULT_NAME, n_problems=_or(args.n_problems, defaults.n_problems),
-        seed=_or(args.seed, defaults.seed), epochs=_or(args.epochs, defaults.epochs),
-        train_layers=_or(args.train_layers, defaults.train_layers), lr=_or(args.lr, defaults.lr),
-        batch_size=args.lm_batch_size,
-        annotations=args.annotations, threads=args.threads,
-    )
-    report = finetune(cfg, progress=lambda total: tqdm(total=total, desc="fine-tune", unit="step"))
-    print(f"{report['path']}: held-out loss {report['held_out_loss_before']} -> {report['held_out_loss_after']} "
-          f"({report['train_examples']} problems, {report['steps']} steps, {report['seconds']:.0f}s)")
-    return 0
-
-
-def _or(value, default):
-    """``value`` unless the flag was left unset."""
-    return default if value is None else value
+    p = sub.add_parser("train", help="train project models offline (math verifiers and generator, image models)")
+    targets = p.add_subparsers(dest="what", metavar="TARGET", required=True)
+    for name, (help_text, add_arguments, run) in train_targets().items():
+        tp = targets.add_parser(name, help=help_text)
+        add_arguments(tp)
+        tp.set_defaults(func=run)

@@ -141,7 +141,9 @@ def solver_spec(args: argparse.Namespace) -> Any:
 
 # ---------------------------------------------------------------------------------------------- train
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags of ``ensemble train image-models`` (``--seed`` and ``--threads`` come from the train command)."""
+    """Flags of ``ensemble train image-models``."""
+    parser.add_argument("--seed", type=int, default=0, help="training seed")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--models", default="classifier,eval_classifier,clip,unet",
                         help="comma-separated: unet, classifier, eval_classifier, clip")
     parser.add_argument("--unet-steps", type=int, default=1500)
@@ -172,12 +174,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="image")
     sub = parser.add_subparsers(dest="command", required=True)
     add_run_arguments(sub.add_parser("run"))
-    tp = sub.add_parser("train")
-    tp.add_argument("--seed", type=int, default=0)
-    tp.add_argument("--threads", type=int, default=1)
-    add_train_arguments(tp)
+    add_train_arguments(sub.add_parser("train"))
     args = parser.parse_args(argv)
     return {"run": run, "train": train}[args.command](args)
+
+
+TRAIN_TARGETS = {
+    "image-models": ("small UNet, CLIP and classifiers on the easy-vqa shapes (~10 min on CPU)", add_train_arguments, train),
+}
+"""``ensemble train`` targets of this task: name → (help, add_arguments, run)."""
 
 
 if __name__ == "__main__":
