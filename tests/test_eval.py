@@ -89,3 +89,23 @@ def test_generic_commands_offer_every_task_and_its_training_targets():
     assert args.what == "image-models" and args.seed == 3 and callable(args.func)
     with pytest.raises(SystemExit):
         parser.parse_args(["train", "nope"])
+
+
+def test_rows_of_the_earlier_per_task_formats_still_count(tmp_path):
+    from ensemble.eval import select_rows, work_list
+    from ensemble.results import ResultsFile
+
+    item = Item("p1", {"question": "?"}, "5", {"index": 0})
+    units = work_list([item], ["lm@1", "ensemble@5"], [0], {"lm@1": "h1", "ensemble@5": "h5"})
+    results = ResultsFile(tmp_path / "old.jsonl")
+    results.append({"item_id": "p1", "config_hash": "h1", "seed": 0, "system": "lm", "beam": 1, "correct": 1.0,
+                    "answer": "5", "output": "… #### 5", "tokens": 9, "seconds": 2.0})
+    results.append({"item_id": "p1", "config_hash": "h5", "seed": 0, "system": "ensemble", "beam": 5, "correct": 0.0,
+                    "answer": "4", "output": "… #### 4", "tokens": 9, "seconds": 3.0, "moved": {"numeric_verifier": 2}})
+    lm, ens = select_rows(results, units)
+    assert set(lm) == set(ROW_FIELDS) and lm["system"] == "lm@1" and lm["metric"] == 1.0
+    assert lm["extras"]["output"] == "… #### 5" and lm["timings"]["seconds"] == 2.0
+    assert ens["system"] == "ensemble@5" and ens["scorers"] == {"numeric_verifier": {"moved": 2}}
+    from ensemble.tasks.math.solver import math_table
+
+    assert "100.0 ± 0.0" in math_table([lm, ens], ["lm@1", "ensemble@5"])

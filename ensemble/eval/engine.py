@@ -62,9 +62,35 @@ def pending_units(units: Sequence[Unit], results: ResultsFile) -> list[Unit]:
 
 
 def select_rows(results: ResultsFile, units: Sequence[Unit]) -> list[dict[str, Any]]:
-    """The rows of ``units`` found in ``results``, in work-list order."""
+    """The rows of ``units`` found in ``results``, in work-list order (rows of the earlier per-task
+    formats upgraded to the one format, see :func:`upgrade_row`)."""
     by_key = {ResultsFile.key_of(r): r for r in results.rows()}
-    return [by_key[u.key] for u in units if u.key in by_key]
+    return [upgrade_row(by_key[u.key], u) for u in units if u.key in by_key]
+
+
+LEGACY_METRICS = ("correct", "accuracy", "success")
+"""The metric fields of the earlier per-task row formats (math, image, robot)."""
+
+
+def upgrade_row(row: dict[str, Any], unit: Unit) -> dict[str, Any]:
+    """A row of an earlier per-task format (same key, so the same run) in the one row format.
+
+    Results files written before the one engine keep counting: their config hashes are unchanged.
+    """
+    if "metric" in row:
+        return row
+    metric = next((row[k] for k in LEGACY_METRICS if k in row), None)
+    if metric is None:
+        raise ValueError(f"result row {ResultsFile.key_of(row)} has no metric field ({', '.join(LEGACY_METRICS)})")
+    known = {"item_id", "config_hash", "seed", "system", "answer", "seconds", "moved", "energy", *LEGACY_METRICS}
+    extras = {k: v for k, v in row.items() if k not in known}
+    if "image" in extras:  # the image rows kept one image
+        extras["images"] = [extras.pop("image")]
+    scorers = {n: {"moved": c} for n, c in row.get("moved", {}).items()}
+    scorers.update({n: {"energy": e} for n, e in row.get("energy", {}).items()})
+    return {"item_id": row["item_id"], "system": unit.system, "config_hash": row["config_hash"], "seed": row["seed"],
+            "answer": row.get("answer"), "metric": float(metric), "scorers": scorers,
+            "timings": {"seconds": float(row.get("seconds", 0.0))}, "extras": extras}
 
 
 def error_text(err: BaseException) -> str:
