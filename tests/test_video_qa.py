@@ -79,3 +79,75 @@ def test_unreadable_empty_and_oversized_videos_fail_clearly(tmp_path):
         read_video(good, limits=VideoLimits(max_side=16))
     with pytest.raises(VideoError, match="bytes exceed the cap"):
         read_video(good.read_bytes(), limits=VideoLimits(max_bytes=100))
+
+
+# -- the video CLIP scorer ------------------------------------------------------------------------------------
+
+
+def _solid(rgb: tuple[float, float, float], k: int = 1, size: int = 32) -> torch.Tensor:
+    return torch.tensor(rgb).view(1, 3, 1, 1).expand(k, 3, size, size).clone()
+
+
+def test_frame_aggregation_mean_and_max_follow_the_per_frame_similarities():
+    from ensemble import SCORERS
+
+    mean = SCORERS.make("video_clip", model="tiny-clip", aggregate="mean", scale=10.0)
+    best = SCORERS.make("video_clip", model="tiny-clip", aggregate="max", scale=10.0)
+    frames = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    context, cands = {"question": "what color is the shape?", "frames": frames}, ["red", "blue", "green circle"]
+    sims = mean.similarity(context, cands)
+    assert sims.shape == (3, 4)
+    s_mean, s_max = mean.score(context, cands).scores, best.score(context, cands).scores
+    assert s_mean.shape == s_max.shape == (3,)
+    assert torch.allclose(s_mean, 10 * sims.mean(-1), atol=1e-5) and torch.allclose(s_max, 10 * sims.amax(-1), atol=1e-5)
+    assert (s_max > s_mean).all()  # the frames differ, so the best frame beats the average
+    one = {"question": context["question"], "frames": frames[:1]}  # one frame: both agree
+    assert torch.allclose(mean.score(one, cands).scores, best.score(one, cands).scores, atol=1e-5)
+    with pytest.raises(ValueError, match="aggregate"):
+        SCORERS.make("video_clip", model="tiny-clip", aggregate="median")
+    with pytest.raises(TypeError, match="not differentiable"):
+        mean.score(context, cands, need_grad=True)
+
+
+def test_motion_frames_show_only_what_moved():
+    from ensemble.tasks.video_qa.video_clip import motion_frames
+
+    before = _solid((0.5, 0.5, 0.5))
+    after = before.clone()
+    after[:, :, 4:8, 20:24] = torch.tensor([1.0, 0.0, 0.0]).view(1, 3, 1, 1)  # a red thing appears
+    m = motion_frames(torch.cat([before, after]))
+    assert m.shape == (2, 3, 32, 32)
+    assert torch.allclose(m[1, :, 5, 21], torch.tensor([1.0, 0.0, 0.0])) and torch.allclose(m[1, :, 20, 5], torch.full((3,), 0.5))
+    assert motion_frames(before).shape[0] == 0
+
+
+def test_a_trained_tiny_clip_scores_the_answer_matching_the_frames_higher():
+    """Train tiny-clip for a few steps on red/blue frames ↔ "… red"/"… blue" texts, then score both answers."""
+    import torch.nn.functional as F
+
+    from ensemble.models import load_clip
+    from ensemble.tasks.video_qa.video_clip import VideoClipScorer
+
+    torch.manual_seed(0)
+    model, tokenizer, _ = load_clip("tiny-clip")
+    scorer = VideoClipScorer(model, tokenizer, scale=10.0)
+    q = "what color is the shape?"
+    texts = [f"{q} red", f"{q} blue"]
+    images = torch.cat([_solid((0.9, 0.1, 0.1), 4), _solid((0.1, 0.1, 0.9), 4)]) + 0.05 * torch.randn(8, 3, 32, 32)
+    labels = torch.tensor([0] * 4 + [1] * 4)
+    model.train()
+    for p in model.parameters():
+        p.requires_grad_(True)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    for _ in range(40):
+        img = F.normalize(scorer.clip.image_features(images.clamp(0, 1)), dim=-1)
+        txt = F.normalize(model.encode_text(tokenizer(texts)), dim=-1)
+        loss = F.cross_entropy(10 * img @ txt.T, labels)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    red_video = {"question": q, "frames": _solid((0.9, 0.1, 0.1), 3)}
+    blue_video = {"question": q, "frames": _solid((0.1, 0.1, 0.9), 3)}
+    r, b = scorer.score(red_video, ["red", "blue"]).scores, scorer.score(blue_video, ["red", "blue"]).scores
+    assert r[0] > r[1] and b[1] > b[0]
