@@ -151,3 +151,88 @@ def test_a_trained_tiny_clip_scores_the_answer_matching_the_frames_higher():
     blue_video = {"question": q, "frames": _solid((0.1, 0.1, 0.9), 3)}
     r, b = scorer.score(red_video, ["red", "blue"]).scores, scorer.score(blue_video, ["red", "blue"]).scores
     assert r[0] > r[1] and b[1] > b[0]
+
+
+# -- answers, data, the task ---------------------------------------------------------------------------------
+
+
+def test_answer_normaliser_maps_case_articles_punctuation_and_synonyms():
+    from ensemble.tasks.video_qa.data import exact_match, normalise_answer
+
+    assert normalise_answer("  The Red Mug.\nand more") == "red mug"
+    assert normalise_answer("Answer: Yeah!") == "yes" and normalise_answer("nope") == "no"
+    assert normalise_answer("a grey square") == "gray rectangle"
+    assert exact_match("Blue.", "blue") == 1.0 and exact_match("blue circle", "blue") == 0.0
+    assert exact_match("", "") == 0.0  # an empty answer never matches
+
+
+def test_tabletop_clips_need_both_frames_and_answers_come_from_the_simulator():
+    from ensemble.tasks.video_qa.data import tabletop_questions
+
+    qs = tabletop_questions(6, seed=0, split="test")
+    train = tabletop_questions(3, seed=0, split="train")
+    assert not {q.id for q in qs} & {q.id for q in train}  # disjoint scene seeds
+    assert [q.id for q in tabletop_questions(6, seed=0)] == [q.id for q in qs]  # deterministic
+    for q in qs:
+        assert q.video.shape == (2, 64, 64, 3) and q.video.dtype == np.uint8
+        assert np.abs(q.video[1].astype(int) - q.video[0].astype(int)).max() > 50  # something visibly moved
+    which = [q for q in qs if q.question == "which object moved?"]
+    assert which and all(len(q.answer.split()) == 2 for q in which)
+    assert {q.answer for q in qs if q.question.startswith("did the")} <= {"yes", "no"}
+
+
+def test_activitynet_format_loader_joins_questions_answers_and_video_files(tmp_path):
+    import json
+
+    from ensemble.tasks.video_qa.data import activitynet_questions
+    from ensemble.tasks.video_qa.video import encode_video, read_video
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    encode_video(_clip(6), videos / "v_abc123.mp4")
+    encode_video(_clip(4), videos / "xyz.mp4")
+    qs = [{"question": "is the bar moving", "video_name": "abc123", "question_id": "abc123_0"},
+          {"question": "what color is the bar?", "video_name": "xyz", "question_id": "xyz_1"}]
+    (tmp_path / "test_q.json").write_text(json.dumps(qs))
+    (tmp_path / "test_a.json").write_text(json.dumps([{"question_id": "abc123_0", "answer": "yes", "type": 3},
+                                                      {"question_id": "xyz_1", "answer": "green", "type": 6}]))
+    items = activitynet_questions(tmp_path / "test_q.json", videos)
+    assert [(q.question, q.answer) for q in items] == [("is the bar moving?", "yes"), ("what color is the bar?", "green")]
+    assert read_video(items[0].video, k=3).shape == (3, 3, 32, 32)
+    (tmp_path / "bad_q.json").write_text(json.dumps([{**qs[0], "video_name": "missing", "answer": "no"}]))
+    with pytest.raises(FileNotFoundError, match="'missing' not found"):
+        activitynet_questions(tmp_path / "bad_q.json", videos)
+
+
+def test_serve_request_caps_and_validates_the_upload(tmp_path):
+    import base64
+
+    from pydantic import ValidationError
+
+    from ensemble.tasks.video_qa.serve import VideoQARequest, request_video
+    from ensemble.tasks.video_qa.task import VideoQATask
+    from ensemble.tasks.video_qa.video import VideoError, encode_video
+
+    task = VideoQATask()
+    good = base64.b64encode(encode_video(_clip(6))).decode()
+    item, system, seed = task.request_item(VideoQARequest(question="what moved?", video_base64=good))
+    assert system == "ensemble@1" and isinstance(item.context["video"], bytes)
+    with pytest.raises(VideoError, match="not a readable video"):
+        request_video(VideoQARequest(question="q", video_base64=base64.b64encode(b"garbage" * 20).decode()))
+    with pytest.raises(ValueError, match="not valid base64"):
+        request_video(VideoQARequest(question="q", video_base64="@@@@not base64"))
+    with pytest.raises(ValidationError):
+        VideoQARequest(question="q", video_base64=good, extra=1)
+
+
+def test_run_command_answers_a_question_about_a_video_file(tmp_path, capsys):
+    from actors.cli import main
+    from ensemble.tasks.video_qa.video import encode_video
+
+    encode_video(_clip(8), tmp_path / "v.mp4")
+    argv = ["run", "video_qa", "--video", str(tmp_path / "v.mp4"), "--question", "what moved?", "--lm", "tiny-causal-lm",
+            "--clips", "a=tiny-clip,b=tiny-clip", "--top-k", "4", "--max-new-tokens", "3", "--steps-per-token", "1",
+            "--all-rounds", "--threads", "1"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "## rounds" in out and "answer:" in out and "moved tokens per CLIP" in out
