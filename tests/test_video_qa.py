@@ -236,3 +236,18 @@ def test_run_command_answers_a_question_about_a_video_file(tmp_path, capsys):
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "## rounds" in out and "answer:" in out and "moved tokens per CLIP" in out
+
+
+def test_video_clip_training_saves_a_checkpoint_the_scorer_loads_by_name(tmp_path, monkeypatch):
+    from ensemble import SCORERS
+    from ensemble.tasks.video_qa.models import VideoClipTrainConfig, train_video_clips
+
+    monkeypatch.setenv("ENSEMBLE_CACHE", str(tmp_path))
+    report = train_video_clips(VideoClipTrainConfig(steps=4, batch_size=4, tabletop_clips=6), ["resnet"], log=lambda m: None)
+    r = report["resnet"]
+    assert r["name"] == "video_qa/clip-resnet" and set(r["heldout"]) == {"easyvqa", "tabletop"}
+    scorer = SCORERS.make("video_clip", model="video_qa/clip-resnet", motion=True)
+    frames = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    scores = scorer.score({"question": "which object moved?", "frames": frames}, ["red mug", "blue bowl"]).scores
+    assert scores.shape == (2,) and torch.isfinite(scores).all() and scores[0] != scores[1]
+    assert (tmp_path / "video_qa" / "tabletop-train-6.npz").is_file()  # rendered clips are cached

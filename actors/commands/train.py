@@ -1,8 +1,9 @@
-"""``ensemble train verifiers|generator|image-models``: train project models offline on CPU, saved as checkpoints.
+"""``ensemble train verifiers|generator|image-models|video-clips``: train project models offline on CPU, saved as checkpoints.
 
 * ``verifiers``: the math task's question–solution classifiers;
 * ``generator``: fine-tune the math generator (SmolLM2-135M) on GSM-Symbolic training problems;
-* ``image-models``: the image task's diffusion model, classifier and CLIP.
+* ``image-models``: the image task's diffusion model, classifier and CLIP;
+* ``video-clips``: the video QA task's two small CLIPs (ViT and ResNet image towers).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import argparse
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train project models offline (math verifiers, image models)")
-    p.add_argument("what", choices=["verifiers", "generator", "image-models"])
+    p.add_argument("what", choices=["verifiers", "generator", "image-models", "video-clips"])
     p.add_argument("--only", default="minilm_verifier,numeric_verifier", help="comma-separated verifiers to train")
     p.add_argument("--n-problems", type=int, default=None, help="training problems (verifiers: 600 each; generator: 2000)")
     p.add_argument("--seed", type=int, default=None, help="training seed, GSM-Symbolic training split (verifiers: 0; generator: 100)")
@@ -36,6 +37,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     from ensemble.tasks.image import cli as image_cli
 
     image_cli.add_train_arguments(p)
+    from ensemble.tasks.video_qa import cli as video_qa_cli
+
+    video_qa_cli.add_train_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -45,6 +49,11 @@ def run(args: argparse.Namespace) -> int:
 
         args.seed = _or(args.seed, 0)
         return image_cli.train(args)
+    if args.what == "video-clips":
+        from ensemble.tasks.video_qa import cli as video_qa_cli
+
+        args.seed = _or(args.seed, 0)
+        return video_qa_cli.train(args)
     if args.what == "generator":
         return train_generator(args)
     import torch

@@ -143,9 +143,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     """Flags of ``ensemble train video-clips`` (``--seed`` and ``--threads`` come from the train command)."""
     g = p.add_argument_group("video QA CLIPs (ensemble train video-clips)")
     g.add_argument("--video-clips", default="vit,resnet", help="comma-separated: vit, resnet")
-    g.add_argument("--video-clip-steps", type=int, default=600, help="optimiser steps per CLIP")
-    g.add_argument("--video-clip-batch", type=int, default=48, help="easy-VQA questions (+ as many tabletop clips) per step")
-    g.add_argument("--tabletop-clips", type=int, default=1500, help="tabletop training clips rendered (train seeds)")
+    g.add_argument("--video-clip-steps", type=int, default=200, help="optimiser steps per CLIP")
+    g.add_argument("--video-clip-batch", type=int, default=32, help="easy-VQA questions (+ half as many tabletop questions) per step")
+    g.add_argument("--tabletop-clips", type=int, default=1000, help="tabletop training clips rendered (train seeds)")
 
 
 def train(args: argparse.Namespace) -> int:
