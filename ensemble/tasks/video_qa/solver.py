@@ -94,8 +94,11 @@ class VideoQASpec:
         return [f"{base}@{beam}" for beam in self.beams for base in self.bases()]
 
     def token_config(self) -> dict[str, Any]:
-        """TokenConfig overrides of the mode: MAGIC-style is one rated round per token, no gradient step."""
-        token = {"top_k": 16, "steps_per_token": 3, "max_new_tokens": 6, "temperature": 1.0, **self.token}
+        """TokenConfig overrides of the mode: MAGIC-style is one rated round per token, no gradient step.
+
+        Defaults (chosen a priori for 2 shared CPU cores, not tuned): top-8 candidates, one gradient step
+        per token, answers of at most 4 tokens."""
+        token = {"top_k": 8, "steps_per_token": 1, "max_new_tokens": 4, "temperature": 1.0, **self.token}
         if self.mode == "magic":
             token.update(step_size=0.0, steps_per_token=1, rerank_weight=self.token.get("rerank_weight", 1.0))
         return token

@@ -23,7 +23,8 @@ from ensemble.tasks.video_qa.data import (
 )
 
 SOURCES = ("easyvqa", "tabletop", "activitynet")
-SYSTEM_PROMPT = "Answer the question about the video with one or two words."
+SYSTEM_PROMPT = ("Answer the question about the video with one or two words only: yes, no, a color, a shape "
+                 "or an object.")
 """Instruction for chat models (the LM never sees the video; the scorers do)."""
 _END_RE = re.compile(r"[\n.,;!?]")
 
