@@ -251,3 +251,23 @@ def test_video_clip_training_saves_a_checkpoint_the_scorer_loads_by_name(tmp_pat
     scores = scorer.score({"question": "which object moved?", "frames": frames}, ["red mug", "blue bowl"]).scores
     assert scores.shape == (2,) and torch.isfinite(scores).all() and scores[0] != scores[1]
     assert (tmp_path / "video_qa" / "tabletop-train-6.npz").is_file()  # rendered clips are cached
+
+
+@pytest.mark.slow
+def test_smollm2_guided_by_two_clips_answers_in_the_one_row_format():
+    """The real offline LM (SmolLM2-135M-Instruct) with two tiny CLIPs: every system of one question, both modes."""
+    from ensemble.contracts import ROW_FIELDS
+    from ensemble.tasks.video_qa.solver import VideoQASolver, VideoQASpec
+    from ensemble.tasks.video_qa.task import VideoQATask
+
+    task = VideoQATask(source="easyvqa")
+    item = task.items(1, seed=0, split="train")[0]
+    clips = {"a": {"model": "tiny-clip"}, "b": {"model": "tiny-clip", "aggregate": "max"}}
+    for mode in ("zerocap", "magic"):
+        solver = VideoQASolver(VideoQASpec(lm="smollm2-135m-instruct", clips=clips, mode=mode, beams=(1,), threads=1), task)
+        rows = [solver.solve(item, system, seed=0) for system in solver.systems()]
+        assert [r["system"] for r in rows] == ["lm@1", "a@1", "b@1", "ensemble@1"]
+        for row in rows:
+            assert set(row) == set(ROW_FIELDS) and row["metric"] in (0.0, 1.0) and row["extras"]["output"].strip()
+        assert rows[-1]["extras"]["rounds"] >= 1 and set(rows[-1]["scorers"]) == {"a", "b"}
+        assert len({r["config_hash"] for r in rows}) == 4

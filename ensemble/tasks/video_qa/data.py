@@ -164,6 +164,20 @@ def render_clip(scene_seed: int, cfg: ClipConfig = ClipConfig()) -> dict[str, An
     raise RuntimeError(f"scene seed {scene_seed}: no clean single-object move found in 20 tries")
 
 
+def render_clips(seeds: list[int], cfg: ClipConfig = ClipConfig()) -> list[dict[str, Any]]:
+    """:func:`render_clip` of every seed, in a fresh (spawned) process: MuJoCo's EGL context and the GPU
+    libraries that transformers/triton load later crash (segfault) when they share one process."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(_render_many, list(seeds), cfg).result()
+
+
+def _render_many(seeds: list[int], cfg: ClipConfig) -> list[dict[str, Any]]:
+    return [render_clip(s, cfg) for s in seeds]
+
+
 def clip_question(clip: dict[str, Any], kind: str, rng: np.random.Generator) -> tuple[str, str]:
     """A question of ``kind`` about ``clip`` and its answer (from the simulator state)."""
     names, moved = clip["names"], clip["moved"]
@@ -182,12 +196,11 @@ def tabletop_questions(n: int, seed: int, split: str = "test", cfg: ClipConfig =
     _check_split(split)
     if n < 1:
         raise ValueError(f"n={n} must be at least 1")
+    scenes = [(TRAIN_SEED_OFFSET if split == "train" else 0) + seed * 10_007 + i for i in range(n)]
+    if split == "test" and scenes[-1] >= TRAIN_SEED_OFFSET:
+        raise ValueError(f"seed={seed}, n={n}: test scene seeds must stay below {TRAIN_SEED_OFFSET}")
     out = []
-    for i in range(n):
-        scene = (TRAIN_SEED_OFFSET if split == "train" else 0) + seed * 10_007 + i
-        if split == "test" and scene >= TRAIN_SEED_OFFSET:
-            raise ValueError(f"seed={seed}, n={n}: test scene seeds must stay below {TRAIN_SEED_OFFSET}")
-        clip = render_clip(scene, cfg)
+    for i, (scene, clip) in enumerate(zip(scenes, render_clips(scenes, cfg), strict=True)):
         question, answer = clip_question(clip, QUESTION_KINDS[i % len(QUESTION_KINDS)], np.random.default_rng(scene))
         out.append(QA(f"tabletop-{split}-{scene}", question, answer, clip["frames"],
                       {"source": "tabletop", "scene_seed": scene, "kind": QUESTION_KINDS[i % len(QUESTION_KINDS)]}))

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ensemble.tasks.video_qa.data import EASY_VQA_ANSWERS, easy_vqa_all, render_clip
+from ensemble.tasks.video_qa.data import EASY_VQA_ANSWERS, easy_vqa_all, render_clips
 from ensemble.tasks.video_qa.video_clip import DEFAULT_TEMPLATE, video_inputs
 
 CHECKPOINTS = {"vit": "video_qa/clip-vit", "resnet": "video_qa/clip-resnet"}
@@ -101,9 +101,8 @@ def tabletop_training_clips(n: int, log=print) -> list[dict[str, Any]]:
     if path.is_file():
         z = np.load(path, allow_pickle=False)
         return [{"frames": f, "names": list(nm), "moved": int(m)} for f, nm, m in zip(z["frames"], z["names"], z["moved"], strict=True)]
-    from tqdm import tqdm
-
-    clips = [render_clip(TRAIN_SEED_OFFSET + 500_000 + i) for i in tqdm(range(n), desc="render tabletop train clips")]
+    log(f"rendering {n} tabletop train clips …")
+    clips = render_clips([TRAIN_SEED_OFFSET + 500_000 + i for i in range(n)])
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(path, frames=np.stack([c["frames"] for c in clips]), names=np.array([c["names"] for c in clips]),
                         moved=np.array([c["moved"] for c in clips]))
