@@ -271,3 +271,33 @@ def test_smollm2_guided_by_two_clips_answers_in_the_one_row_format():
             assert set(row) == set(ROW_FIELDS) and row["metric"] in (0.0, 1.0) and row["extras"]["output"].strip()
         assert rows[-1]["extras"]["rounds"] >= 1 and set(rows[-1]["scorers"]) == {"a", "b"}
         assert len({r["config_hash"] for r in rows}) == 4
+
+
+def test_paper_scale_models_are_named_through_the_cli_and_the_resolver():
+    """The paper's setting by name (GPT-2-medium + CLIP ViT-B/32, ViT-L/14, multilingual CLIP): the flags map
+    onto the spec; offline, loading fails fast with the resolver's message instead of hanging on the hub."""
+    import argparse
+
+    from ensemble import SCORERS
+    from ensemble import models as M
+    from ensemble.tasks.video_qa import cli
+
+    p = argparse.ArgumentParser()
+    cli.add_arguments(p)
+    names = {"b32": "ViT-B-32/openai", "l14": "ViT-L-14/openai", "ml": "xlm-roberta-base-ViT-B-32/laion5b_s13b_b90k"}
+    args = p.parse_args(["--lm", "gpt2-medium", "--clips", ",".join(f"{k}={v}" for k, v in names.items()),
+                         "--aggregate", "max", "--mode", "magic"])
+    spec = cli.solver_spec(args)
+    assert spec.settings["lm"] == "gpt2-medium" and spec.settings["mode"] == "magic"
+    assert {k: v["model"] for k, v in spec.settings["clips"].items()} == names
+    assert all(v["aggregate"] == "max" for v in spec.settings["clips"].values())
+    solver = spec.build()
+    assert solver.systems() == ["lm@1", "b32@1", "l14@1", "ml@1", "ensemble@1", "lm@5", "b32@5", "l14@5", "ml@5", "ensemble@5"]
+    available = {m["name"]: m["available"] for m in M.list_models()}
+    for name in names.values():
+        if available.get(name):
+            continue
+        with pytest.raises(M.ModelNotFoundError, match="offline"):
+            SCORERS.make("video_clip", model=name)
+    with pytest.raises(ValueError, match="--clips 'b32'"):
+        cli.solver_spec(p.parse_args(["--clips", "b32"]))
