@@ -38,6 +38,8 @@ EXAMPLES = {
     "views": ({"goal": "red bowl left of blue mug", "relations": [["left of", "red bowl", "blue mug"]]}, _views_example),
     "vector": (None, lambda: torch.tensor([[0.0, 0.0], [1.0, -1.0], [0.3, 0.2]])),
     "image": ({"prompt": "a red square", "label": 3}, lambda: torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1),
+    "video": ({"question": "what color is the shape?", "frames": torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))},
+              lambda: ["red", "blue circle", ""]),
     "text": (
         {"question": "Tom has 3 apples and buys 2 more. How many apples does he have?"},
         lambda: ["He has 3 + 2 = <<3+2=5>>5 apples.\n#### 5", "He has 3 - 2 = 1", ""],

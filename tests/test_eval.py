@@ -10,7 +10,7 @@ import pytest
 from ensemble.contracts import ROW_FIELDS, Item
 
 
-@pytest.mark.parametrize("task, n", [("math", 2), ("robot", 2), ("image", 2)])
+@pytest.mark.parametrize("task, n", [("math", 2), ("robot", 2), ("image", 2), ("video_qa", 2)])
 def test_every_task_evaluates_into_one_row_format_and_resumes(tmp_path, task, n):
     from actors.cli import main
 

@@ -12,6 +12,7 @@ TASK_PACKAGES = (
     "math",
     "robot",
     "image",
+    "video_qa",
 )
 """One line per task: the folder names under ``ensemble/tasks/`` (each registers itself on import)."""
 

@@ -1,0 +1,173 @@
+"""Command-line layer of the video QA task: flags of ``eval`` / ``serve`` (they map onto ``VideoQASpec``),
+``ensemble run video_qa --video FILE --question "…"``, and ``ensemble train video-clips``.
+
+Every task folder's ``cli.py`` offers the same four names to the generic commands:
+``add_arguments(parser)``, ``solver_spec(args)``, ``add_run_arguments(parser)`` and ``run(args)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+TOKEN_FLAGS = {"top_k": int, "steps_per_token": int, "step_size": float, "temperature": float,
+               "fluency_weight": float, "rerank_weight": float, "max_new_tokens": int, "min_p": float}
+"""TokenConfig fields exposed as ``--top-k`` … flags (unset: the spec's defaults)."""
+
+
+def add_model_flags(p: argparse.ArgumentParser) -> None:
+    """``--lm``, ``--clips``, guidance mode and token-rule knobs, ``--frames``, ``--device``, ``--threads``."""
+    from ensemble.tasks.video_qa.solver import DEFAULT_CLIPS
+
+    p.add_argument("--lm", default="smollm2-135m-instruct", help="causal LM (registry, checkpoint, hub id or folder)")
+    p.add_argument("--clips", default=",".join(f"{n}={kw['model']}" for n, kw in DEFAULT_CLIPS.items()),
+                   metavar="NAME=MODEL,…", help="the CLIP scorers: system name = open_clip model name or checkpoint "
+                   "(e.g. b32=ViT-B-32/openai,l14=ViT-L-14/openai)")
+    p.add_argument("--aggregate", default="mean", choices=["mean", "max"], help="per-frame similarities → one score")
+    p.add_argument("--motion", action=argparse.BooleanOptionalAction, default=True,
+                   help="also score motion frames (what changed between sampled frames)")
+    p.add_argument("--mode", default="zerocap", choices=["zerocap", "magic"],
+                   help="zerocap: context gradient steps (the paper); magic: rerank the LM's top-k, no gradient")
+    p.add_argument("--frames", type=int, default=4, help="K frames sampled uniformly per video")
+    p.add_argument("--normalisation", default="zscore", choices=["zscore", "none", "rank"])
+    p.add_argument("--weights", default="", metavar="NAME=W,…", help="per-CLIP ensemble weights (missing: 1)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=2, help="torch threads")
+    for name, typ in TOKEN_FLAGS.items():
+        p.add_argument("--" + name.replace("_", "-"), type=typ, default=None, help=f"TokenConfig.{name}")
+
+
+def _pairs(text: str, flag: str, cast: Any = str) -> dict[str, Any]:
+    """``"a=x,b=y"`` → ``{"a": x, "b": y}`` with a clear error for anything else."""
+    out: dict[str, Any] = {}
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        name, sep, value = part.partition("=")
+        if not sep or not name.strip() or not value.strip():
+            raise ValueError(f"{flag} {text!r}: each entry must look like NAME=VALUE")
+        try:
+            out[name.strip()] = cast(value.strip())
+        except ValueError:
+            raise ValueError(f"{flag} {text!r}: {value!r} is not a valid value") from None
+    return out
+
+
+def spec_from_args(args: argparse.Namespace) -> Any:
+    """A :class:`~ensemble.tasks.video_qa.solver.VideoQASpec` from parsed flags."""
+    from ensemble.tasks.video_qa.solver import VideoQASpec
+
+    clips = {n: {"model": m, "aggregate": args.aggregate, "motion": args.motion}
+             for n, m in _pairs(args.clips, "--clips").items()}
+    token = {k: getattr(args, k) for k in TOKEN_FLAGS if getattr(args, k, None) is not None}
+    return VideoQASpec(lm=args.lm, clips=clips, token=token, mode=args.mode, frames=args.frames,
+                       normalisation=args.normalisation, weights=_pairs(args.weights, "--weights", float),
+                       beams=tuple(getattr(args, "beams", (1, 5))), device=args.device, threads=args.threads)
+
+
+# -- the task-CLI contract -----------------------------------------------------------------------------------
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Flags of ``ensemble eval video_qa`` / ``serve video_qa`` beyond the generic ones."""
+    p.add_argument("--source", default="easyvqa", choices=["easyvqa", "tabletop", "activitynet"],
+                   help="easyvqa (one-frame videos), tabletop (rendered clips) or activitynet (--questions, --videos)")
+    p.add_argument("--questions", default=None, help="ActivityNet-QA-format question JSON (--source activitynet)")
+    p.add_argument("--videos", default=None, help="folder of its videos (--source activitynet)")
+    p.add_argument("--beams", type=int, nargs="+", default=[1, 5],
+                   help="beam sizes of the default systems (a system is <base>@<beam>, e.g. ensemble@5)")
+    add_model_flags(p)
+
+
+def solver_spec(args: argparse.Namespace) -> Any:
+    """The :class:`~ensemble.contracts.SolverSpec` of parsed flags."""
+    import dataclasses
+
+    from ensemble.contracts import SolverSpec
+
+    settings = dataclasses.asdict(spec_from_args(args))
+    task = {"source": args.source, "questions": args.questions, "videos": args.videos}
+    return SolverSpec("video_qa", task, settings)
+
+
+RUN_HELP = "answer a question about a video with the LM guided by the CLIP ensemble"
+"""Help line of ``ensemble run video_qa``."""
+
+
+def add_run_arguments(p: argparse.ArgumentParser) -> None:
+    """Flags of ``ensemble run video_qa``."""
+    p.add_argument("--video", required=True, help="video file (mp4, webm, GIF …), an image, or a folder of frames")
+    p.add_argument("--question", required=True, help="the question")
+    p.add_argument("--system", default="ensemble", help="lm, a CLIP name, or ensemble (default)")
+    p.add_argument("--beam", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--all-rounds", action="store_true", help="show every round, not only those where a CLIP moved the token")
+    add_model_flags(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Answer one question; show the rounds where a CLIP moved the token, then the answer."""
+    from ensemble.contracts import Item
+    from ensemble.eval.table import markdown_table
+    from ensemble.tasks.video_qa.solver import LM_ALONE, VideoQASolver, split_system
+    from ensemble.tasks.video_qa.task import VideoQATask
+
+    spec = spec_from_args(args)
+    system = f"{args.system}@{args.beam}"
+    split_system(system, spec.bases())
+    solver = VideoQASolver(spec, VideoQATask())
+    records: list[Any] = []
+    row = solver.solve(Item("cli", {"question": args.question, "video": args.video}), system, args.seed,
+                       callback=lambda rec, state: records.append(rec))
+    extras = row["extras"]
+    if args.system != LM_ALONE:
+        shown = []
+        for r in records:
+            info = r.info
+            committed = (info.get("committed") or [""])[0]
+            moved = [n for n, t in info.get("scorer_top", {}).items() if t == committed and t != info.get("lm_top")]
+            if args.all_rounds or moved:
+                shown.append([r.round, info.get("n_tokens"), repr(info.get("lm_top")), repr(committed),
+                              ", ".join(f"{n}:{t!r}" for n, t in info.get("scorer_top", {}).items()),
+                              ", ".join(moved) or "–", r.n_candidates])
+        what = "all" if args.all_rounds else "those where a CLIP moved the token"
+        print(f"## rounds ({len(records)} in total, {extras.get('frames')} frames, {spec.mode} mode; {what})\n")
+        print(markdown_table(["round", "token #", "LM top", "committed", "each CLIP's favourite", "moved by",
+                              "candidates"], shown) if shown else "(no token was moved by a CLIP)")
+        print(f"\nmoved tokens per CLIP: { {n: s['moved'] for n, s in row['scorers'].items()} }")
+    print(f"\noutput ({args.system}, beam {args.beam}, {row['timings']['seconds']:.1f}s): {extras['output']!r}")
+    print(f"answer: {row['answer']}")
+    return 0
+
+
+# -- train ------------------------------------------------------------------------------------------------------
+def add_train_arguments(p: argparse.ArgumentParser) -> None:
+    """Flags of ``ensemble train video-clips``."""
+    p.add_argument("--seed", type=int, default=0, help="training seed (the second CLIP uses seed + 1)")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    g = p.add_argument_group("video QA CLIPs (ensemble train video-clips)")
+    g.add_argument("--video-clips", default="vit,resnet", help="comma-separated: vit, resnet")
+    g.add_argument("--video-clip-steps", type=int, default=200, help="optimiser steps per CLIP")
+    g.add_argument("--video-clip-batch", type=int, default=32, help="easy-VQA questions (+ half as many tabletop questions) per step")
+    g.add_argument("--tabletop-clips", type=int, default=1000, help="tabletop training clips rendered (train seeds)")
+
+
+def train(args: argparse.Namespace) -> int:
+    """Train the video QA CLIPs and save them as project checkpoints."""
+    import torch
+
+    from ensemble.tasks.video_qa.models import VideoClipTrainConfig, train_video_clips
+
+    torch.set_num_threads(getattr(args, "threads", 2))
+    cfg = VideoClipTrainConfig(steps=args.video_clip_steps, batch_size=args.video_clip_batch,
+                               tabletop_clips=args.tabletop_clips, seed=getattr(args, "seed", None) or 0)
+    reports = train_video_clips(cfg, [m.strip() for m in args.video_clips.split(",") if m.strip()])
+    for arch, r in reports.items():
+        print(f"{arch}: {r['name']} at {r['path']} — train-split held-out answer accuracy {r['heldout']} "
+              f"({r['steps']} steps, {r['seconds']:.0f} s)")
+    return 0
+
+
+TRAIN_TARGETS = {
+    "video-clips": ("the video QA task's two small CLIPs (ViT and ResNet image towers) on easy-VQA + tabletop clips",
+                    add_train_arguments, train),
+}
+"""``ensemble train`` targets of this task: name → (help, add_arguments, run)."""

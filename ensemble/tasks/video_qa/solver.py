@@ -1,0 +1,302 @@
+"""The video QA solver: named systems over one LM and its video CLIP scorers, one question per call.
+
+A *system* is ``"<base>@<beam>"``: the base is ``"lm"`` (the LM alone, blind: same prompt and beam
+search, no video), a CLIP's name (the LM guided token by token by that one CLIP over the frames), or
+``"ensemble"`` (by all CLIPs, their scores summed). Two guidance modes share the scorers:
+
+* ``"zerocap"`` (the paper's): per token, the CLIPs rate the LM's top-k next words; the key/value
+  context takes gradient steps toward their consensus distribution (``CausalLMGenerator``'s token rule);
+* ``"magic"`` (MAGIC-style): no context gradient — one scored round per token, and the committed token
+  is the argmax of the LM's log-probability + ``rerank_weight`` × the ensemble's (normalised) rating.
+
+A :class:`VideoQASpec` is the solver's small picklable settings; :class:`VideoQASolver` builds the LM and
+the CLIPs from it where it runs and solves one item per call into a row of the one format.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ensemble.contracts import Item, Solver, make_row
+from ensemble.eval.seeds import run_seed
+from ensemble.eval.table import markdown_table, mean_ci
+from ensemble.results import config_hash
+
+LM_ALONE = "lm"
+ENSEMBLE = "ensemble"
+MODES = ("zerocap", "magic")
+DEFAULT_CLIPS: dict[str, dict[str, Any]] = {
+    "clip_vit": {"model": "video_qa/clip-vit", "motion": True},
+    "clip_resnet": {"model": "video_qa/clip-resnet", "motion": True},
+}
+"""The two CLIPs trained by ``ensemble train video-clips`` (a ViT and a ResNet image tower)."""
+GUIDANCE_KNOBS = frozenset({"top_k", "min_p", "steps_per_token", "step_size", "temperature", "target_prior",
+                            "fluency_weight", "fusion", "keep_shift", "skip_confident", "rerank_weight"})
+"""TokenConfig fields that act only through the scorers (left out of the LM-alone config hash)."""
+
+
+@dataclass
+class VideoQASpec:
+    """What to evaluate; crosses process boundaries, models are built where it runs.
+
+    Attributes:
+        lm: causal LM name (registry, project checkpoint, hub or local folder).
+        clips: CLIP scorer name → :class:`~ensemble.tasks.video_qa.video_clip.VideoClipScorer` kwargs
+            (``model``, ``aggregate``, ``motion`` …); each name is a system, all together the ensemble.
+        token: :class:`~ensemble.generators.causal_lm.TokenConfig` overrides (beam size is per system).
+        mode: ``"zerocap"`` (context gradient steps) or ``"magic"`` (rerank only, no gradient).
+        frames: ``K``, frames sampled uniformly from each video.
+        normalisation: per-scorer normalisation of the ratings before they are summed.
+        weights: per-CLIP weights of the ensemble (a missing name weighs 1).
+        beams: beam sizes of the default systems.
+        device: torch device.
+        threads: torch intra-op threads (``None``: leave as is).
+    """
+
+    lm: str = "smollm2-135m-instruct"
+    clips: dict[str, dict[str, Any]] = field(default_factory=lambda: {k: dict(v) for k, v in DEFAULT_CLIPS.items()})
+    token: dict[str, Any] = field(default_factory=dict)
+    mode: str = "zerocap"
+    frames: int = 4
+    normalisation: str = "zscore"
+    weights: dict[str, float] = field(default_factory=dict)
+    beams: tuple[int, ...] = (1, 5)
+    device: str = "cpu"
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"mode={self.mode!r} must be one of {', '.join(MODES)}")
+        if not self.clips:
+            raise ValueError("clips: name at least one CLIP scorer")
+        clash = {LM_ALONE, ENSEMBLE} & set(self.clips)
+        if clash:
+            raise ValueError(f"CLIP names {sorted(clash)} are reserved system names; rename them")
+        unknown = sorted(set(self.weights) - set(self.clips))
+        if unknown:
+            raise ValueError(f"weights name {unknown}, which are not among the clips {sorted(self.clips)}")
+        if self.frames < 1:
+            raise ValueError(f"frames={self.frames} must be at least 1")
+        self.beams = tuple(int(b) for b in self.beams)
+        if not self.beams or min(self.beams) < 1:
+            raise ValueError(f"beams {self.beams}: beam sizes must be >= 1")
+
+    def bases(self) -> list[str]:
+        """The base systems: the LM alone, each CLIP, the ensemble."""
+        return [LM_ALONE, *self.clips, ENSEMBLE]
+
+    def systems(self) -> list[str]:
+        """The default systems: every base at every beam size of :attr:`beams`."""
+        return [f"{base}@{beam}" for beam in self.beams for base in self.bases()]
+
+    def token_config(self) -> dict[str, Any]:
+        """TokenConfig overrides of the mode: MAGIC-style is one rated round per token, no gradient step.
+
+        Defaults (chosen a priori for 2 shared CPU cores, not tuned): top-8 candidates, one gradient step
+        per token, answers of at most 4 tokens."""
+        token = {"top_k": 8, "steps_per_token": 1, "max_new_tokens": 4, "temperature": 1.0, **self.token}
+        if self.mode == "magic":
+            token.update(step_size=0.0, steps_per_token=1, rerank_weight=self.token.get("rerank_weight", 1.0))
+        return token
+
+    def hash(self, system: str, beam: int) -> str:
+        """Config hash of one (system, beam): names, settings, project checkpoints' content fingerprints."""
+        from ensemble.models import checkpoint_fingerprint
+
+        used = self.clips if system == ENSEMBLE else {k: v for k, v in self.clips.items() if k == system}
+        token = self.token_config()
+        if system == LM_ALONE:  # knobs of the scorers' influence cannot change the blind LM's output
+            token = {k: v for k, v in token.items() if k not in GUIDANCE_KNOBS}
+        versions = {"lm": checkpoint_fingerprint(self.lm),
+                    **{n: checkpoint_fingerprint(str(kw.get("model", ""))) for n, kw in used.items()}}
+        guided = system != LM_ALONE
+        return config_hash({"lm": self.lm, "clips": used, "token": token, "versions": versions, "system": system,
+                            "beam": beam, "mode": self.mode if guided else None,
+                            "frames": self.frames if guided else None,
+                            "normalisation": self.normalisation if system == ENSEMBLE else None,
+                            "weights": dict(sorted(self.weights.items())) if system == ENSEMBLE else None})
+
+
+def split_system(system: str, bases: Sequence[str]) -> tuple[str, int]:
+    """``"ensemble@5"`` → ``("ensemble", 5)``; a bare base means beam 1. Clear errors for the rest."""
+    base, _, beam = system.partition("@")
+    if base not in bases:
+        raise ValueError(f"unknown system {system!r}; valid systems: <base>@<beam> with base one of "
+                         f"{', '.join(bases)} (e.g. ensemble@5)")
+    try:
+        size = int(beam) if beam else 1
+    except ValueError:
+        raise ValueError(f"system {system!r}: the beam size after '@' must be an integer") from None
+    if size < 1:
+        raise ValueError(f"system {system!r}: beam size must be >= 1")
+    return base, size
+
+
+class VideoQASolver(Solver):
+    """Builds the LM and the CLIP scorers from a :class:`VideoQASpec` and answers questions.
+
+    Args:
+        spec: the settings.
+        task: the :class:`~ensemble.tasks.video_qa.task.VideoQATask` (prompt, answer, metric).
+        lm: an already loaded ``(model, tokenizer)`` (tests); else ``spec.lm`` is loaded.
+        scorers: already built scorers by name (tests); else built from ``spec.clips``.
+    """
+
+    def __init__(self, spec: VideoQASpec, task: Any = None, lm: tuple[Any, Any] | None = None,
+                 scorers: dict[str, Any] | None = None) -> None:
+        from ensemble.tasks.video_qa.task import VideoQATask
+
+        self.spec = spec
+        self.task = task or VideoQATask()
+        self._given_lm, self._given_scorers = lm, scorers
+        self._generator: Any = None
+        self._scorers: dict[str, Any] | None = None
+        self._hashes: dict[str, str] = {}
+
+    def setup(self) -> None:
+        """Load the LM and the CLIPs (once; :meth:`solve` calls it). Building the solver is cheap."""
+        if self._generator is not None:
+            return
+        import torch
+
+        from ensemble.generators.causal_lm import CausalLMGenerator
+        from ensemble.registry import SCORERS
+
+        spec = self.spec
+        if spec.threads:
+            torch.set_num_threads(spec.threads)
+        if self._given_lm is not None:
+            model, tokenizer = self._given_lm
+        else:
+            from ensemble.models import load_causal_lm
+
+            model, tokenizer = load_causal_lm(spec.lm, device=spec.device)
+        self._generator = CausalLMGenerator(model, tokenizer, device=spec.device,
+                                            **self.task.generator_hooks(tokenizer), **spec.token_config())
+        self.base_config = self._generator.config
+        self._scorers = dict(self._given_scorers) if self._given_scorers is not None else {
+            name: SCORERS.make("video_clip", **{"device": spec.device, **kwargs}) for name, kwargs in spec.clips.items()
+        }
+
+    @property
+    def generator(self) -> Any:
+        """The guided LM (loaded on first use)."""
+        self.setup()
+        return self._generator
+
+    @property
+    def scorers(self) -> dict[str, Any]:
+        """The CLIP scorers by name (loaded on first use)."""
+        self.setup()
+        return self._scorers
+
+    def systems(self) -> list[str]:
+        """The default systems (every base at every beam size of the spec)."""
+        return self.spec.systems()
+
+    def check_systems(self, systems: list[str]) -> None:
+        for system in systems:
+            split_system(system, self.spec.bases())
+
+    def config_hash(self, system: str) -> str:
+        """The spec's hash of ``system`` (cached)."""
+        if system not in self._hashes:
+            self._hashes[system] = self.spec.hash(*split_system(system, self.spec.bases()))
+        return self._hashes[system]
+
+    def _ensemble(self, base: str) -> Any:
+        from ensemble.aggregate import ScorerEnsemble
+        from ensemble.config import EnsembleConfig
+
+        names = list(self.scorers) if base == ENSEMBLE else [base]
+        return ScorerEnsemble({n: self.scorers[n] for n in names}, EnsembleConfig(
+            weights=dict(self.spec.weights) if base == ENSEMBLE else {}, normalisation=self.spec.normalisation))
+
+    def frames(self, context: dict[str, Any]) -> Any:
+        """The video of ``context`` as ``[K, 3, H, W]`` (K = ``spec.frames``, sampled uniformly)."""
+        from ensemble.tasks.video_qa.video import read_video
+
+        return read_video(context["video"], k=self.spec.frames)
+
+    def solve(self, item: Item, system: str, seed: int = 0, callback: Callable[[Any, Any], Any] | None = None) -> dict[str, Any]:
+        """Answer ``item`` with ``system`` (``"<base>@<beam>"``); the result row.
+
+        ``metric`` is exact match after normalisation; ``scorers`` holds per CLIP ``moved``: committed tokens
+        where that CLIP's favourite differed from the LM's top token and the committed token followed it.
+        ``extras``: ``output``, ``target``, ``base``, ``beam``, ``mode``, ``tokens``, and for guided systems
+        ``rounds`` and ``moved_rounds`` (token number, LM's top token, committed token, the CLIPs that moved it).
+        """
+        import torch
+
+        from ensemble.config import ConsensusConfig
+        from ensemble.consensus import run_consensus
+
+        base, beam = split_system(system, self.spec.bases())
+        self.setup()
+        cfg = dataclasses.replace(self.base_config, beam_size=beam)
+        self.generator.config = cfg
+        seed_run = run_seed(seed, item)
+        torch.manual_seed(seed_run)
+        t0 = time.perf_counter()
+        extras: dict[str, Any] = {"base": base, "beam": beam}
+        scorers: dict[str, Any] = {}
+        if base == LM_ALONE:  # blind: the video is never read
+            output = self.generator.generate_plain(item.context, seed=seed_run)
+        else:
+            context = {"question": item.context["question"], "frames": self.frames(item.context)}
+            extras["mode"], extras["frames"] = self.spec.mode, int(context["frames"].shape[0])
+            budget = cfg.max_new_tokens * cfg.steps_per_token * 4 + 8
+            res = run_consensus(self.generator, self._ensemble(base), context,
+                                ConsensusConfig(max_rounds=budget, seed=seed_run), callback=callback)
+            output = res.output
+            moved = moved_rounds(res.rounds)
+            extras["rounds"], extras["moved_rounds"] = len(res.rounds), moved
+            names = list(self.scorers) if base == ENSEMBLE else [base]
+            scorers = {n: {"moved": sum(n in m["by"] for m in moved)} for n in names}
+        answer = self.task.answer(output, item)
+        seconds = time.perf_counter() - t0
+        n_tokens = len(self.generator.tokenizer(output, add_special_tokens=False)["input_ids"])
+        extras.update(output=output, target=item.target, tokens=n_tokens)
+        return make_row(item, system, self.config_hash(system), seed, answer, self.task.metric(answer, item),
+                        seconds, scorers=scorers, extras=extras)
+
+
+def moved_rounds(rounds: Sequence[Any]) -> list[dict[str, Any]]:
+    """The rounds where the committed token differs from the LM's top token and equals some scorer's favourite:
+    ``{"round", "token", "lm_top", "committed", "by": [scorer names]}``."""
+    out = []
+    for r in rounds:
+        info = r.info
+        committed = (info.get("committed") or [None])[0]
+        if committed is None or "scorer_top" not in info or committed == info.get("lm_top"):
+            continue
+        by = [n for n, t in info["scorer_top"].items() if t == committed]
+        if by:
+            out.append({"round": r.round, "token": info.get("n_tokens"), "lm_top": info.get("lm_top"),
+                        "committed": committed, "by": by})
+    return out
+
+
+def video_qa_table(rows: Sequence[dict[str, Any]], systems: Sequence[str]) -> str:
+    """Markdown: per system, questions, accuracy ± 95 % interval, won / lost against the LM alone at the same
+    beam, seconds per question."""
+    table = []
+    for system in systems:
+        base, _, beam = system.partition("@")
+        sel = [r for r in rows if r["system"] == system]
+        if not sel:
+            continue
+        lm = {r["item_id"]: r["metric"] for r in rows if r["system"] == f"{LM_ALONE}@{beam or 1}"}
+        mean, half = mean_ci([r["metric"] for r in sel])
+        both = [r for r in sel if r["item_id"] in lm]
+        vs_lm = "–" if base == LM_ALONE or not both else (
+            f"{sum(r['metric'] and not lm[r['item_id']] for r in both):g} / "
+            f"{sum(lm[r['item_id']] and not r['metric'] for r in both):g}")
+        secs = sum(r["timings"]["seconds"] for r in sel) / len(sel)
+        table.append([base, int(beam or 1), len(sel), f"{100 * mean:.1f} ± {100 * half:.1f}", vs_lm, f"{secs:.2f}"])
+    return markdown_table(["system", "beam", "questions", "accuracy % (95 % CI)", "won / lost vs LM alone",
+                           "s / question"], table)

@@ -1,0 +1,303 @@
+"""Video question answering (unit tier): the frame reader on real encoded files, the video CLIP scorer,
+the answer normaliser, the tabletop clips and the task's CLI on tiny models."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+
+def _clip(n: int = 12, size: int = 32) -> list[np.ndarray]:
+    """``n`` frames whose red channel encodes the frame index (a bright bar moving right)."""
+    frames = []
+    for i in range(n):
+        f = np.zeros((size, size, 3), dtype=np.uint8)
+        f[..., 0] = int(255 * i / max(n - 1, 1))
+        f[8:24, 2 * i: 2 * i + 6, 1] = 255
+        frames.append(f)
+    return frames
+
+
+def test_mp4_written_and_read_back_samples_frames_uniformly(tmp_path):
+    from ensemble.tasks.video_qa.video import encode_video, read_video
+
+    path = tmp_path / "clip.mp4"
+    encode_video(_clip(12), path, fps=6)
+    x = read_video(path, k=4)
+    assert x.shape == (4, 3, 32, 32) and x.dtype == torch.float32 and 0 <= x.min() and x.max() <= 1
+    # Middles of 4 segments of 12 frames: frames 1, 4, 7, 10 → red level rises in that order.
+    red = x[:, 0].mean((1, 2))
+    assert torch.all(red[1:] > red[:-1])
+    assert torch.allclose(red, torch.tensor([1, 4, 7, 10]) / 11, atol=0.05)
+    same = read_video(path.read_bytes(), k=4)  # an upload: the same frames
+    assert torch.allclose(same, x)
+    assert read_video(path, k=50).shape[0] == 12  # shorter than K: every frame once
+
+
+def test_gif_image_and_folder_are_videos(tmp_path):
+    from PIL import Image
+
+    from ensemble.media import gif_bytes
+    from ensemble.tasks.video_qa.video import read_video
+
+    frames = _clip(5)
+    (tmp_path / "a.gif").write_bytes(gif_bytes(frames))
+    x = read_video(tmp_path / "a.gif", k=2)
+    assert x.shape == (2, 3, 32, 32)
+    assert x[:, 0].mean((1, 2)).tolist() == pytest.approx([0.25, 0.75], abs=0.02)  # frames 1 and 3 of 5
+    Image.fromarray(frames[4]).save(tmp_path / "one.png")
+    one = read_video(tmp_path / "one.png", k=8)
+    assert one.shape == (1, 3, 32, 32)  # a single image is a one-frame video
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i, f in enumerate(frames):
+        Image.fromarray(f).save(folder / f"{i:03d}.png")
+    assert torch.allclose(read_video(folder, k=5), read_video(np.stack(frames), k=5))
+
+
+def test_unreadable_empty_and_oversized_videos_fail_clearly(tmp_path):
+    from ensemble.tasks.video_qa.video import VideoError, VideoLimits, encode_video, read_video
+
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"this is not a video at all" * 10)
+    with pytest.raises(VideoError, match="not a readable video"):
+        read_video(bad)
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    with pytest.raises(VideoError, match="empty"):
+        read_video(tmp_path / "empty.mp4")
+    (tmp_path / "none").mkdir()
+    with pytest.raises(VideoError, match="no frames"):
+        read_video(tmp_path / "none")
+    with pytest.raises(VideoError, match="no such file"):
+        read_video(tmp_path / "missing.mp4")
+    good = tmp_path / "good.mp4"
+    encode_video(_clip(12), good)
+    with pytest.raises(VideoError, match="frames exceed the cap of 10 frames"):
+        read_video(good, limits=VideoLimits(max_frames=10))
+    with pytest.raises(VideoError, match="32x32 exceeds the cap of 16 px"):
+        read_video(good, limits=VideoLimits(max_side=16))
+    with pytest.raises(VideoError, match="bytes exceed the cap"):
+        read_video(good.read_bytes(), limits=VideoLimits(max_bytes=100))
+
+
+# -- the video CLIP scorer ------------------------------------------------------------------------------------
+
+
+def _solid(rgb: tuple[float, float, float], k: int = 1, size: int = 32) -> torch.Tensor:
+    return torch.tensor(rgb).view(1, 3, 1, 1).expand(k, 3, size, size).clone()
+
+
+def test_frame_aggregation_mean_and_max_follow_the_per_frame_similarities():
+    from ensemble import SCORERS
+
+    mean = SCORERS.make("video_clip", model="tiny-clip", aggregate="mean", scale=10.0)
+    best = SCORERS.make("video_clip", model="tiny-clip", aggregate="max", scale=10.0)
+    frames = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    context, cands = {"question": "what color is the shape?", "frames": frames}, ["red", "blue", "green circle"]
+    sims = mean.similarity(context, cands)
+    assert sims.shape == (3, 4)
+    s_mean, s_max = mean.score(context, cands).scores, best.score(context, cands).scores
+    assert s_mean.shape == s_max.shape == (3,)
+    assert torch.allclose(s_mean, 10 * sims.mean(-1), atol=1e-5) and torch.allclose(s_max, 10 * sims.amax(-1), atol=1e-5)
+    assert (s_max > s_mean).all()  # the frames differ, so the best frame beats the average
+    one = {"question": context["question"], "frames": frames[:1]}  # one frame: both agree
+    assert torch.allclose(mean.score(one, cands).scores, best.score(one, cands).scores, atol=1e-5)
+    with pytest.raises(ValueError, match="aggregate"):
+        SCORERS.make("video_clip", model="tiny-clip", aggregate="median")
+    with pytest.raises(TypeError, match="not differentiable"):
+        mean.score(context, cands, need_grad=True)
+
+
+def test_motion_frames_show_only_what_moved():
+    from ensemble.tasks.video_qa.video_clip import motion_frames
+
+    before = _solid((0.5, 0.5, 0.5))
+    after = before.clone()
+    after[:, :, 4:8, 20:24] = torch.tensor([1.0, 0.0, 0.0]).view(1, 3, 1, 1)  # a red thing appears
+    m = motion_frames(torch.cat([before, after]))
+    assert m.shape == (2, 3, 32, 32)
+    assert torch.allclose(m[1, :, 5, 21], torch.tensor([1.0, 0.0, 0.0])) and torch.allclose(m[1, :, 20, 5], torch.full((3,), 0.5))
+    assert motion_frames(before).shape[0] == 0
+
+
+def test_a_trained_tiny_clip_scores_the_answer_matching_the_frames_higher():
+    """Train tiny-clip for a few steps on red/blue frames ↔ "… red"/"… blue" texts, then score both answers."""
+    import torch.nn.functional as F
+
+    from ensemble.models import load_clip
+    from ensemble.tasks.video_qa.video_clip import VideoClipScorer
+
+    torch.manual_seed(0)
+    model, tokenizer, _ = load_clip("tiny-clip")
+    scorer = VideoClipScorer(model, tokenizer, scale=10.0)
+    q = "what color is the shape?"
+    texts = [f"{q} red", f"{q} blue"]
+    images = torch.cat([_solid((0.9, 0.1, 0.1), 4), _solid((0.1, 0.1, 0.9), 4)]) + 0.05 * torch.randn(8, 3, 32, 32)
+    labels = torch.tensor([0] * 4 + [1] * 4)
+    model.train()
+    for p in model.parameters():
+        p.requires_grad_(True)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    for _ in range(40):
+        img = F.normalize(scorer.clip.image_features(images.clamp(0, 1)), dim=-1)
+        txt = F.normalize(model.encode_text(tokenizer(texts)), dim=-1)
+        loss = F.cross_entropy(10 * img @ txt.T, labels)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    red_video = {"question": q, "frames": _solid((0.9, 0.1, 0.1), 3)}
+    blue_video = {"question": q, "frames": _solid((0.1, 0.1, 0.9), 3)}
+    r, b = scorer.score(red_video, ["red", "blue"]).scores, scorer.score(blue_video, ["red", "blue"]).scores
+    assert r[0] > r[1] and b[1] > b[0]
+
+
+# -- answers, data, the task ---------------------------------------------------------------------------------
+
+
+def test_answer_normaliser_maps_case_articles_punctuation_and_synonyms():
+    from ensemble.tasks.video_qa.data import exact_match, normalise_answer
+
+    assert normalise_answer("  The Red Mug.\nand more") == "red mug"
+    assert normalise_answer("Answer: Yeah!") == "yes" and normalise_answer("nope") == "no"
+    assert normalise_answer("a grey square") == "gray rectangle"
+    assert exact_match("Blue.", "blue") == 1.0 and exact_match("blue circle", "blue") == 0.0
+    assert exact_match("", "") == 0.0  # an empty answer never matches
+
+
+def test_tabletop_clips_need_both_frames_and_answers_come_from_the_simulator():
+    from ensemble.tasks.video_qa.data import tabletop_questions
+
+    qs = tabletop_questions(6, seed=0, split="test")
+    train = tabletop_questions(3, seed=0, split="train")
+    assert not {q.id for q in qs} & {q.id for q in train}  # disjoint scene seeds
+    assert [q.id for q in tabletop_questions(6, seed=0)] == [q.id for q in qs]  # deterministic
+    for q in qs:
+        assert q.video.shape == (2, 64, 64, 3) and q.video.dtype == np.uint8
+        assert np.abs(q.video[1].astype(int) - q.video[0].astype(int)).max() > 50  # something visibly moved
+    which = [q for q in qs if q.question == "which object moved?"]
+    assert which and all(len(q.answer.split()) == 2 for q in which)
+    assert {q.answer for q in qs if q.question.startswith("did the")} <= {"yes", "no"}
+
+
+def test_activitynet_format_loader_joins_questions_answers_and_video_files(tmp_path):
+    import json
+
+    from ensemble.tasks.video_qa.data import activitynet_questions
+    from ensemble.tasks.video_qa.video import encode_video, read_video
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    encode_video(_clip(6), videos / "v_abc123.mp4")
+    encode_video(_clip(4), videos / "xyz.mp4")
+    qs = [{"question": "is the bar moving", "video_name": "abc123", "question_id": "abc123_0"},
+          {"question": "what color is the bar?", "video_name": "xyz", "question_id": "xyz_1"}]
+    (tmp_path / "test_q.json").write_text(json.dumps(qs))
+    (tmp_path / "test_a.json").write_text(json.dumps([{"question_id": "abc123_0", "answer": "yes", "type": 3},
+                                                      {"question_id": "xyz_1", "answer": "green", "type": 6}]))
+    items = activitynet_questions(tmp_path / "test_q.json", videos)
+    assert [(q.question, q.answer) for q in items] == [("is the bar moving?", "yes"), ("what color is the bar?", "green")]
+    assert read_video(items[0].video, k=3).shape == (3, 3, 32, 32)
+    (tmp_path / "bad_q.json").write_text(json.dumps([{**qs[0], "video_name": "missing", "answer": "no"}]))
+    with pytest.raises(FileNotFoundError, match="'missing' not found"):
+        activitynet_questions(tmp_path / "bad_q.json", videos)
+
+
+def test_serve_request_caps_and_validates_the_upload(tmp_path):
+    import base64
+
+    from pydantic import ValidationError
+
+    from ensemble.tasks.video_qa.serve import VideoQARequest, request_video
+    from ensemble.tasks.video_qa.task import VideoQATask
+    from ensemble.tasks.video_qa.video import VideoError, encode_video
+
+    task = VideoQATask()
+    good = base64.b64encode(encode_video(_clip(6))).decode()
+    item, system, seed = task.request_item(VideoQARequest(question="what moved?", video_base64=good))
+    assert system == "ensemble@1" and isinstance(item.context["video"], bytes)
+    with pytest.raises(VideoError, match="not a readable video"):
+        request_video(VideoQARequest(question="q", video_base64=base64.b64encode(b"garbage" * 20).decode()))
+    with pytest.raises(ValueError, match="not valid base64"):
+        request_video(VideoQARequest(question="q", video_base64="@@@@not base64"))
+    with pytest.raises(ValidationError):
+        VideoQARequest(question="q", video_base64=good, extra=1)
+
+
+def test_run_command_answers_a_question_about_a_video_file(tmp_path, capsys):
+    from actors.cli import main
+    from ensemble.tasks.video_qa.video import encode_video
+
+    encode_video(_clip(8), tmp_path / "v.mp4")
+    argv = ["run", "video_qa", "--video", str(tmp_path / "v.mp4"), "--question", "what moved?", "--lm", "tiny-causal-lm",
+            "--clips", "a=tiny-clip,b=tiny-clip", "--top-k", "4", "--max-new-tokens", "3", "--steps-per-token", "1",
+            "--all-rounds", "--threads", "1"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "## rounds" in out and "answer:" in out and "moved tokens per CLIP" in out
+
+
+def test_video_clip_training_saves_a_checkpoint_the_scorer_loads_by_name(tmp_path, monkeypatch):
+    from ensemble import SCORERS
+    from ensemble.tasks.video_qa.models import VideoClipTrainConfig, train_video_clips
+
+    monkeypatch.setenv("ENSEMBLE_CACHE", str(tmp_path))
+    report = train_video_clips(VideoClipTrainConfig(steps=4, batch_size=4, tabletop_clips=6), ["resnet"], log=lambda m: None)
+    r = report["resnet"]
+    assert r["name"] == "video_qa/clip-resnet" and set(r["heldout"]) == {"easyvqa", "tabletop"}
+    scorer = SCORERS.make("video_clip", model="video_qa/clip-resnet", motion=True)
+    frames = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    scores = scorer.score({"question": "which object moved?", "frames": frames}, ["red mug", "blue bowl"]).scores
+    assert scores.shape == (2,) and torch.isfinite(scores).all() and scores[0] != scores[1]
+    assert (tmp_path / "video_qa" / "tabletop-train-6.npz").is_file()  # rendered clips are cached
+
+
+@pytest.mark.slow
+def test_smollm2_guided_by_two_clips_answers_in_the_one_row_format():
+    """The real offline LM (SmolLM2-135M-Instruct) with two tiny CLIPs: every system of one question, both modes."""
+    from ensemble.contracts import ROW_FIELDS
+    from ensemble.tasks.video_qa.solver import VideoQASolver, VideoQASpec
+    from ensemble.tasks.video_qa.task import VideoQATask
+
+    task = VideoQATask(source="easyvqa")
+    item = task.items(1, seed=0, split="train")[0]
+    clips = {"a": {"model": "tiny-clip"}, "b": {"model": "tiny-clip", "aggregate": "max"}}
+    for mode in ("zerocap", "magic"):
+        solver = VideoQASolver(VideoQASpec(lm="smollm2-135m-instruct", clips=clips, mode=mode, beams=(1,), threads=1), task)
+        rows = [solver.solve(item, system, seed=0) for system in solver.systems()]
+        assert [r["system"] for r in rows] == ["lm@1", "a@1", "b@1", "ensemble@1"]
+        for row in rows:
+            assert set(row) == set(ROW_FIELDS) and row["metric"] in (0.0, 1.0) and row["extras"]["output"].strip()
+        assert rows[-1]["extras"]["rounds"] >= 1 and set(rows[-1]["scorers"]) == {"a", "b"}
+        assert len({r["config_hash"] for r in rows}) == 4
+
+
+def test_paper_scale_models_are_named_through_the_cli_and_the_resolver():
+    """The paper's setting by name (GPT-2-medium + CLIP ViT-B/32, ViT-L/14, multilingual CLIP): the flags map
+    onto the spec; offline, loading fails fast with the resolver's message instead of hanging on the hub."""
+    import argparse
+
+    from ensemble import SCORERS
+    from ensemble import models as M
+    from ensemble.tasks.video_qa import cli
+
+    p = argparse.ArgumentParser()
+    cli.add_arguments(p)
+    names = {"b32": "ViT-B-32/openai", "l14": "ViT-L-14/openai", "ml": "xlm-roberta-base-ViT-B-32/laion5b_s13b_b90k"}
+    args = p.parse_args(["--lm", "gpt2-medium", "--clips", ",".join(f"{k}={v}" for k, v in names.items()),
+                         "--aggregate", "max", "--mode", "magic"])
+    spec = cli.solver_spec(args)
+    assert spec.settings["lm"] == "gpt2-medium" and spec.settings["mode"] == "magic"
+    assert {k: v["model"] for k, v in spec.settings["clips"].items()} == names
+    assert all(v["aggregate"] == "max" for v in spec.settings["clips"].values())
+    solver = spec.build()
+    assert solver.systems() == ["lm@1", "b32@1", "l14@1", "ml@1", "ensemble@1", "lm@5", "b32@5", "l14@5", "ml@5", "ensemble@5"]
+    available = {m["name"]: m["available"] for m in M.list_models()}
+    for name in names.values():
+        if available.get(name):
+            continue
+        with pytest.raises(M.ModelNotFoundError, match="offline"):
+            SCORERS.make("video_clip", model=name)
+    with pytest.raises(ValueError, match="--clips 'b32'"):
+        cli.solver_spec(p.parse_args(["--clips", "b32"]))
