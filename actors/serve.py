@@ -21,6 +21,7 @@ from fastapi.responses import StreamingResponse
 from ray import serve
 
 from actors.coordinator import jsonable
+from actors.serve_deploy import deploy
 from actors.serve_schema import ConsensusRequest, ServeLimits, check_size
 from ensemble.consensus import ConsensusResult, RoundRecord
 
@@ -106,14 +107,17 @@ def build_app(coordinators: list[Any], limits: ServeLimits | None = None, info: 
     """The Serve application for ``serve.run``."""
     limits = limits or ServeLimits()
     deployment = ConsensusIngress.options(
-        max_ongoing_requests=limits.max_ongoing_requests, max_queued_requests=limits.max_queued_requests
+        max_ongoing_requests=limits.max_ongoing_requests, max_queued_requests=limits.max_queued_requests,
+        ray_actor_options={"num_cpus": limits.ingress_cpus},
     )
     return deployment.bind(coordinators, limits, info or {})
 
 
-def start(coordinators: list[Any], host: str = "127.0.0.1", port: int = 8000,
-          limits: ServeLimits | None = None, info: dict[str, Any] | None = None, name: str = "consensus") -> str:
-    """Start Serve's HTTP proxy on ``host:port`` and deploy the app; returns the base URL."""
-    serve.start(http_options={"host": host, "port": port})
-    serve.run(build_app(coordinators, limits, info), name=name, route_prefix="/")
-    return f"http://{host}:{port}"
+def start(coordinators: list[Any], host: str = "127.0.0.1", port: int | None = None,
+          limits: ServeLimits | None = None, info: dict[str, Any] | None = None, name: str = "consensus",
+          route_prefix: str | None = None) -> str:
+    """Deploy the app as ``name`` (Serve's proxy on ``host:port`` if not running yet); returns its base URL.
+
+    See :func:`actors.serve_deploy.deploy` for how names, route prefixes and HTTP options are chosen.
+    """
+    return deploy(build_app(coordinators, limits, info), name, host, port, route_prefix)

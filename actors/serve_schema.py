@@ -21,6 +21,8 @@ class ServeLimits:
     """Requests waiting beyond that; more are refused with 503."""
     request_timeout_s: float = 600.0
     """A loop running longer is cancelled (with its scorer calls) and answered with 504."""
+    ingress_cpus: float = 0.1
+    """CPUs reserved by the HTTP ingress replica (it only forwards requests: a fraction is enough)."""
 
     def __post_init__(self) -> None:
         for name, value in asdict(self).items():

@@ -18,6 +18,7 @@ from typing import Any
 from fastapi import FastAPI, HTTPException
 from ray import serve
 
+from actors.serve_deploy import deploy
 from actors.serve_schema import ServeLimits
 
 
@@ -83,13 +84,15 @@ def build_task_app(spec: Any, workers: list[Any], limits: ServeLimits | None = N
             return self.task.response(row)
 
     deployment = TaskIngress.options(max_ongoing_requests=limits.max_ongoing_requests,
-                                     max_queued_requests=limits.max_queued_requests)
+                                     max_queued_requests=limits.max_queued_requests,
+                                     ray_actor_options={"num_cpus": limits.ingress_cpus})
     return deployment.bind(spec, workers, limits)
 
 
-def start_task(spec: Any, workers: list[Any], host: str = "127.0.0.1", port: int = 8000,
-               limits: ServeLimits | None = None, name: str | None = None) -> str:
-    """Start Serve's HTTP proxy on ``host:port`` and deploy the task app under ``/``; returns the base URL."""
-    serve.start(http_options={"host": host, "port": port})
-    serve.run(build_task_app(spec, workers, limits), name=name or f"task-{spec.task}", route_prefix="/")
-    return f"http://{host}:{port}"
+def start_task(spec: Any, workers: list[Any], host: str = "127.0.0.1", port: int | None = None,
+               limits: ServeLimits | None = None, name: str | None = None, route_prefix: str | None = None) -> str:
+    """Deploy the task app as ``name`` (default: the task's name); returns its base URL.
+
+    See :func:`actors.serve_deploy.deploy` for how names, route prefixes and HTTP options are chosen.
+    """
+    return deploy(build_task_app(spec, workers, limits), name or spec.task, host, port, route_prefix)
