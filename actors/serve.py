@@ -3,27 +3,37 @@
 ``POST /v1/consensus`` runs one consensus loop and answers with the output and every round record
 (attribution included); with ``"stream": true`` it streams one JSON line per round as the rounds end
 (NDJSON), then the result. ``GET /healthz`` reports the coordinators; ``GET /v1/info`` the
-configuration. Bound to 127.0.0.1 unless told otherwise. Serve endpoints are not covered by the Ray
-token: put an authenticating proxy in front before binding to another address.
+configuration. Bound to 127.0.0.1 unless told otherwise. Input faults are 4xx with a one-line reason
+(see :mod:`actors.serve_http`); a run that times out, fails or loses its client is cancelled.
 """
-
-
 
 import asyncio
 import itertools
 import json
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
 import ray
-from fastapi import FastAPI, HTTPException
+from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
 from ray import serve
 
 from actors.coordinator import jsonable
 from actors.serve_deploy import deploy
+from actors.serve_http import (
+    RequestFault,
+    body_schema,
+    error_responses,
+    guarded,
+    logger,
+    one_line,
+    parse_request,
+    read_body,
+)
 from actors.serve_schema import ConsensusRequest, ServeLimits, check_size
 from ensemble.consensus import ConsensusResult, RoundRecord
+from ensemble.contracts import ContextError
 
 api = FastAPI(title="iterative-consensus", description="Composing pre-trained models by iterative consensus")
 
@@ -37,6 +47,11 @@ def result_json(result: ConsensusResult) -> dict[str, Any]:
         "duration_s": result.duration_s,
         "rounds": [r.to_dict() for r in result.rounds],
     }
+
+
+def _input_fault(err: BaseException) -> bool:
+    """True when ``err`` (possibly Ray-wrapped) was caused by the request's input."""
+    return isinstance(getattr(err, "cause", None) or err, ContextError)
 
 
 @serve.deployment
@@ -68,27 +83,43 @@ class ConsensusIngress:
         """The served configuration and limits."""
         return {"run": self.info, "limits": self.limits.__dict__}
 
-    @api.post("/v1/consensus")
-    async def consensus(self, request: ConsensusRequest) -> Any:
-        """Run one consensus loop (or stream its rounds)."""
-        reason = check_size(request, self.limits)
+    @api.post("/v1/consensus", openapi_extra=body_schema(ConsensusRequest), responses=error_responses())
+    async def consensus(self, request: Request) -> Any:
+        """Run one consensus loop (or stream its rounds as NDJSON lines)."""
+        return await guarded(request, lambda rid: self._consensus(request, rid))
+
+    async def _consensus(self, request: Request, rid: str) -> Any:
+        body = parse_request(ConsensusRequest, await read_body(request, self.limits.max_body_bytes))
+        reason = check_size(body, self.limits)
         if reason:
-            raise HTTPException(status_code=413, detail=reason)
+            raise RequestFault(413, reason)
         coordinator = self.coordinators[next(self._next)]
-        if request.stream:
-            return StreamingResponse(self._stream(coordinator, request), media_type="application/x-ndjson")
-        ref = coordinator.run.remote(request.context, request.seed)
+        loop_id = f"{rid}-{uuid.uuid4().hex[:8]}"
+        if body.stream:
+            await self._call(coordinator.check_context.remote(body.context))  # 400 before the stream begins
+            return StreamingResponse(self._stream(coordinator, body, loop_id, rid),
+                                     media_type="application/x-ndjson")
+        return result_json(await self._call(coordinator.run.remote(body.context, body.seed, loop_id=loop_id)))
+
+    async def _call(self, ref: Any) -> Any:
+        """Await a coordinator call: timeout → cancelled + 504; input faults → 400; a disconnect cancels it."""
         try:
-            result = await asyncio.wait_for(ref, self.limits.request_timeout_s)
+            return await asyncio.wait_for(ref, self.limits.request_timeout_s)
         except TimeoutError:
             ray.cancel(ref)  # cancels the loop and its in-flight scorer calls
-            raise HTTPException(status_code=504, detail=f"the run exceeded {self.limits.request_timeout_s} s") from None
-        except ValueError as err:
-            raise HTTPException(status_code=400, detail=str(err)) from None
-        return result_json(result)
+            raise RequestFault(504, f"the run exceeded {self.limits.request_timeout_s:g} s") from None
+        except asyncio.CancelledError:
+            ray.cancel(ref)
+            raise
+        except Exception as err:
+            if _input_fault(err):
+                raise RequestFault(400, one_line(err)) from None
+            raise
 
-    async def _stream(self, coordinator: Any, request: ConsensusRequest) -> AsyncIterator[str]:
-        refs = coordinator.stream.options(num_returns="streaming").remote(request.context, request.seed)
+    async def _stream(self, coordinator: Any, body: ConsensusRequest, loop_id: str, rid: str) -> AsyncIterator[str]:
+        """Round lines, then the result line; on timeout, error or client disconnect the loop is cancelled."""
+        refs = coordinator.stream.options(num_returns="streaming").remote(body.context, body.seed, loop_id=loop_id)
+        finished = False
         try:
             async with asyncio.timeout(self.limits.request_timeout_s):
                 async for ref in refs:
@@ -96,11 +127,21 @@ class ConsensusIngress:
                     if isinstance(item, RoundRecord):
                         yield json.dumps({"round": item.to_dict()}) + "\n"
                     else:
+                        finished = True
                         yield json.dumps({"result": result_json(item)}) + "\n"
         except TimeoutError:
-            yield json.dumps({"error": f"the run exceeded {self.limits.request_timeout_s} s"}) + "\n"
-        except Exception as err:  # noqa: BLE001 - report to the client, the stream has begun
-            yield json.dumps({"error": f"{type(err).__name__}: {err}"}) + "\n"
+            yield json.dumps({"error": f"the run exceeded {self.limits.request_timeout_s:g} s", "status": 504,
+                              "request_id": rid}) + "\n"
+        except Exception as err:  # noqa: BLE001 - the stream has begun: report in-band, one line
+            if _input_fault(err):
+                yield json.dumps({"error": one_line(err), "status": 400, "request_id": rid}) + "\n"
+            else:
+                logger.exception("request %s failed while streaming: %s", rid, one_line(err))
+                yield json.dumps({"error": f"internal error (request id {rid})", "status": 500,
+                                  "request_id": rid}) + "\n"
+        finally:
+            if not finished:  # timeout, error, or the client went away: stop the loop now
+                coordinator.cancel.remote(loop_id)
 
 
 def build_app(coordinators: list[Any], limits: ServeLimits | None = None, info: dict[str, Any] | None = None) -> Any:

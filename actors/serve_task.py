@@ -6,7 +6,7 @@ question; image: a prompt or class; robot: a goal and a scene seed), turns it in
 and a seed, runs the **same solver as evaluation** on a :class:`~actors.workers.SolverWorker`
 (models loaded once per worker), and answers with the task's response. ``GET /healthz`` reports
 every worker; ``GET /v1/info`` the task, its systems and settings. Input faults are 4xx with a
-one-line reason.
+one-line reason; server faults a 500 with the request id (see :mod:`actors.serve_http`).
 """
 
 # No ``from __future__ import annotations``: FastAPI reads the request model from the live annotation.
@@ -15,18 +15,22 @@ import asyncio
 import itertools
 from typing import Any
 
-from fastapi import FastAPI, HTTPException
+import ray
+from fastapi import FastAPI, Request
 from ray import serve
 
 from actors.serve_deploy import deploy
+from actors.serve_http import (
+    RequestFault,
+    body_schema,
+    error_responses,
+    guarded,
+    one_line,
+    parse_request,
+    read_body,
+)
 from actors.serve_schema import ServeLimits
-
-
-def _reason(err: BaseException) -> str:
-    """The one-line reason of a (possibly Ray-wrapped) error."""
-    cause = getattr(err, "cause", None) or err
-    text = str(cause).strip().splitlines()
-    return text[0] if text else type(cause).__name__
+from ensemble.contracts import ContextError
 
 
 def build_task_app(spec: Any, workers: list[Any], limits: ServeLimits | None = None) -> Any:
@@ -63,24 +67,31 @@ def build_task_app(spec: Any, workers: list[Any], limits: ServeLimits | None = N
             return {"task": self.spec.task, "systems": self.solver.systems(), "settings": self.spec.settings,
                     "limits": self.limits.__dict__}
 
-        @api.post(f"/v1/{spec.task}")
-        async def solve(self, request: model) -> dict[str, Any]:  # type: ignore[valid-type]
+        @api.post(f"/v1/{spec.task}", openapi_extra=body_schema(model), responses=error_responses())
+        async def solve(self, request: Request) -> Any:
             """Solve one request with the evaluated system it names."""
+            return await guarded(request, lambda rid: self._solve(request, rid))
+
+        async def _solve(self, request: Request, rid: str) -> dict[str, Any]:
+            body = parse_request(model, await read_body(request, self.limits.max_body_bytes))
             try:
-                item, system, seed = self.task.request_item(request)
+                item, system, seed = self.task.request_item(body)
                 self.solver.check_systems([system])
             except (ValueError, KeyError) as err:
-                raise HTTPException(status_code=400, detail=_reason(err)) from None
+                raise RequestFault(400, one_line(err)) from None
             ref = self.workers[next(self._next)].solve.remote(item, system, seed)
             try:
                 row = await asyncio.wait_for(ref, self.limits.request_timeout_s)
             except TimeoutError:
-                import ray
-
                 ray.cancel(ref)
-                raise HTTPException(status_code=504, detail=f"the run exceeded {self.limits.request_timeout_s} s") from None
-            except (ValueError, KeyError) as err:
-                raise HTTPException(status_code=400, detail=_reason(err)) from None
+                raise RequestFault(504, f"the run exceeded {self.limits.request_timeout_s:g} s") from None
+            except asyncio.CancelledError:
+                ray.cancel(ref)
+                raise
+            except Exception as err:
+                if isinstance(getattr(err, "cause", None) or err, ContextError):
+                    raise RequestFault(400, one_line(err)) from None
+                raise
             return self.task.response(row)
 
     deployment = TaskIngress.options(max_ongoing_requests=limits.max_ongoing_requests,

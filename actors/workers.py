@@ -92,6 +92,10 @@ class ScorerWorker(Worker):
         scorer: Scorer = self._ready()
         return {"differentiable": bool(scorer.differentiable), "modality": scorer.modality}
 
+    def check_context(self, context: Any) -> None:
+        """:meth:`Scorer.check_context` (raises :class:`~ensemble.contracts.ContextError`)."""
+        self._ready().check_context(context)
+
     def score(self, context: Any, candidates: Any, need_grad: bool = False) -> ScoreOutput:
         """One :meth:`Scorer.score` call."""
         scorer: Scorer = self._ready()
