@@ -104,6 +104,20 @@ class Coordinator:
             "batching": batching,
         }
 
+    async def scorer_states(self, timeout_s: float = 2.0) -> dict[str, dict[str, Any]]:
+        """Every scorer's liveness (see :func:`actors.remote.actor_state`); in-process scorers are ``ok``."""
+        names = list(self.run_spec.scorers)
+        if self.scorer_handles is None:
+            return {n: {"state": "ok"} for n in names}
+        from actors.remote import actor_state
+
+        states = await asyncio.gather(*(actor_state(self.scorer_handles[n], timeout_s) for n in names))
+        return dict(zip(names, states, strict=True))
+
+    async def liveness(self) -> dict[str, Any]:
+        """:meth:`health` plus every scorer's state."""
+        return {**self.health(), "scorers": await self.scorer_states()}
+
     # -- loops ---------------------------------------------------------------------------------------
 
     async def run(

@@ -50,6 +50,25 @@ async def await_ref(ref: ray.ObjectRef) -> Any:
         raise ScorerCallError(_first_line(err)) from None
 
 
+async def actor_state(handle: ray.actor.ActorHandle, timeout_s: float = 2.0) -> dict[str, Any]:
+    """Liveness of a worker actor: ``{"state": "ok" | "dead" | "restarting" | "unresponsive", ...}``.
+
+    ``dead`` means gone for good (killed, or out of restarts); ``restarting`` and ``unresponsive``
+    (busy or hung past ``timeout_s``) may recover.
+    """
+    try:
+        health = await asyncio.wait_for(handle.health.remote(), timeout_s)
+        return {"state": "ok", **(health if isinstance(health, dict) else {})}
+    except TimeoutError:
+        return {"state": "unresponsive", "reason": f"no health answer within {timeout_s:g} s"}
+    except ray.exceptions.ActorDiedError as err:
+        return {"state": "dead", "reason": _first_line(err)}
+    except ray.exceptions.ActorUnavailableError as err:
+        return {"state": "restarting", "reason": _first_line(err)}
+    except Exception as err:  # noqa: BLE001 - report, never raise from a health check
+        return {"state": "error", "reason": _first_line(err)}
+
+
 class RemoteScorer(Scorer):
     """A scorer living in a Ray actor.
 

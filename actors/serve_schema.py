@@ -25,10 +25,13 @@ class ServeLimits:
     """A loop running longer is cancelled (with its scorer calls) and answered with 504."""
     ingress_cpus: float = 0.1
     """CPUs reserved by the HTTP ingress replica (it only forwards requests: a fraction is enough)."""
+    degrade: bool = False
+    """When a scorer is gone for good: ``False`` refuses requests (503 with the reason); ``True``
+    answers without it, and every answer names the missing scorers."""
 
     def __post_init__(self) -> None:
         for name, value in asdict(self).items():
-            if value <= 0:
+            if not isinstance(value, bool) and value <= 0:
                 raise ValueError(f"ServeLimits.{name}={value} must be positive")
 
 

@@ -13,12 +13,16 @@ one-line reason; server faults a 500 with the request id (see :mod:`actors.serve
 
 import asyncio
 import itertools
+import time
 from typing import Any
 
 import ray
 from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 from ray import serve
 
+from actors.remote import actor_state
+from actors.serve_auth import BearerAuth, check_binding, digest
 from actors.serve_deploy import deploy
 from actors.serve_http import (
     RequestFault,
@@ -33,8 +37,9 @@ from actors.serve_schema import ServeLimits
 from ensemble.contracts import ContextError
 
 
-def build_task_app(spec: Any, workers: list[Any], limits: ServeLimits | None = None) -> Any:
-    """The Serve application of ``spec``'s task over solver-worker actor handles (for ``serve.run``)."""
+def build_task_app(spec: Any, workers: list[Any], limits: ServeLimits | None = None, token: str | None = None) -> Any:
+    """The Serve application of ``spec``'s task over solver-worker actor handles (for ``serve.run``); with
+    ``token``, every route but ``/healthz`` needs it."""
     task = spec.build_task()
     model = task.request_model()
     if model is None:
@@ -44,6 +49,8 @@ def build_task_app(spec: Any, workers: list[Any], limits: ServeLimits | None = N
     limits = limits or ServeLimits()
     api = FastAPI(title=f"iterative-consensus: {spec.task}",
                   description=f"{spec.task}: a generator guided by an ensemble of scorers (iterative consensus)")
+    if token:
+        api.add_middleware(BearerAuth, token_sha256=digest(token))
 
     @serve.deployment
     @serve.ingress(api)
@@ -55,11 +62,34 @@ def build_task_app(spec: Any, workers: list[Any], limits: ServeLimits | None = N
             self.task = spec.build_task()
             self.solver = spec.build()  # cheap: only for systems and hashes; workers hold the models
             self._next = itertools.cycle(range(len(workers)))
+            self._checked: tuple[float, list[dict[str, Any]]] = (0.0, [])
+
+        async def _states(self, fresh: bool = False) -> list[dict[str, Any]]:
+            """Every worker's liveness (cached one second)."""
+            at, states = self._checked
+            if fresh or time.monotonic() - at > 1.0:
+                # a worker busy solving answers its health call only after it: busy is not dead
+                states = list(await asyncio.gather(*(actor_state(w, 2.0) for w in self.workers)))
+                self._checked = (time.monotonic(), states)
+            return states
+
+        async def _pick(self) -> Any:
+            """The next worker not gone for good, or a 503."""
+            states = await self._states()
+            usable = [i for i, s in enumerate(states) if s["state"] != "dead"]
+            if not usable:
+                raise RequestFault(503, "every solver worker is gone for good; restart the app")
+            index = next(self._next)
+            return self.workers[index if index in usable else usable[0]]
 
         @api.get("/healthz")
-        async def healthz(self) -> dict[str, Any]:
-            """Every solver worker's health."""
-            return {"task": self.spec.task, "workers": [await w.health.remote() for w in self.workers]}
+        async def healthz(self) -> Any:
+            """Every solver worker's state; 503 when no worker can take a request."""
+            states = await self._states(fresh=True)
+            dead = sum(s["state"] == "dead" for s in states)
+            status = "refusing" if dead == len(states) else "degraded" if dead else "ok"
+            return JSONResponse({"task": self.spec.task, "status": status, "workers": states},
+                                status_code=503 if status == "refusing" else 200)
 
         @api.get("/v1/info")
         async def describe(self) -> dict[str, Any]:
@@ -79,7 +109,7 @@ def build_task_app(spec: Any, workers: list[Any], limits: ServeLimits | None = N
                 self.solver.check_systems([system])
             except (ValueError, KeyError) as err:
                 raise RequestFault(400, one_line(err)) from None
-            ref = self.workers[next(self._next)].solve.remote(item, system, seed)
+            ref = (await self._pick()).solve.remote(item, system, seed)
             try:
                 row = await asyncio.wait_for(ref, self.limits.request_timeout_s)
             except TimeoutError:
@@ -101,9 +131,12 @@ def build_task_app(spec: Any, workers: list[Any], limits: ServeLimits | None = N
 
 
 def start_task(spec: Any, workers: list[Any], host: str = "127.0.0.1", port: int | None = None,
-               limits: ServeLimits | None = None, name: str | None = None, route_prefix: str | None = None) -> str:
+               limits: ServeLimits | None = None, name: str | None = None, route_prefix: str | None = None,
+               token: str | None = None) -> str:
     """Deploy the task app as ``name`` (default: the task's name); returns its base URL.
 
-    See :func:`actors.serve_deploy.deploy` for how names, route prefixes and HTTP options are chosen.
+    See :func:`actors.serve_deploy.deploy` for how names, route prefixes and HTTP options are chosen;
+    binding beyond loopback needs ``token`` (:mod:`actors.serve_auth`).
     """
-    return deploy(build_task_app(spec, workers, limits), name or spec.task, host, port, route_prefix)
+    check_binding(host, token)
+    return deploy(build_task_app(spec, workers, limits, token), name or spec.task, host, port, route_prefix)

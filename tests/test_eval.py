@@ -73,3 +73,20 @@ def test_mean_ci_is_the_normal_interval():
     mean, half = mean_ci([1.0, 0.0, 1.0, 1.0])
     assert mean == 0.75 and half == pytest.approx(1.96 * (0.25 / 4) ** 0.5)
     assert mean_ci([1.0]) == (1.0, 0.0)
+
+
+def test_error_text_leads_with_the_root_cause_of_a_wrapped_error():
+    """Reproduction 8: a remote (Ray-wrapped) failure's useful sentence came after a long traceback and was cut."""
+    from ensemble.eval.engine import error_text
+
+    class Wrapped(Exception):
+        def __init__(self, cause: BaseException) -> None:
+            super().__init__("ray::SolverWorker.solve() (pid=1, ip=127.0.0.1)\n" + "  File \"x.py\", line 1\n" * 50)
+            self.cause = cause
+
+    try:
+        raise Wrapped(ValueError("the checkpoint 'verifiers/gsm-minilm' is missing; run `ensemble train verifiers`"))
+    except Wrapped as err:
+        text = error_text(err)
+    assert text.splitlines()[0] == ("ValueError: the checkpoint 'verifiers/gsm-minilm' is missing; "
+                                    "run `ensemble train verifiers`")

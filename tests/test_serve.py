@@ -140,3 +140,28 @@ def test_several_apps_share_a_cluster_and_stop_alone(ray_cluster):
             assert requests.post(f"{url1}/v1/consensus", json=body, timeout=30).status_code == 404
         finally:
             serve.shutdown()
+
+
+def test_token_sources_and_open_binds_refused(tmp_path, monkeypatch, capsys):
+    from actors.cli import main
+    from actors.serve_auth import TOKEN_ENV, check_binding, is_loopback, resolve_token
+
+    monkeypatch.delenv(TOKEN_ENV, raising=False)
+    assert resolve_token() is None
+    assert resolve_token("a-token-of-16-chars") == "a-token-of-16-chars"
+    (tmp_path / "t").write_text("from-a-file-0123456789\n")
+    assert resolve_token(token_file=tmp_path / "t") == "from-a-file-0123456789"
+    monkeypatch.setenv(TOKEN_ENV, "from-the-environment-42")
+    assert resolve_token() == "from-the-environment-42"
+    with pytest.raises(ValueError, match="at least 16"):
+        resolve_token("short")
+    with pytest.raises(ValueError, match="not both"):
+        resolve_token("a-token-of-16-chars", tmp_path / "t")
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost") and not is_loopback("0.0.0.0")
+    check_binding("0.0.0.0", "a-token-of-16-chars")
+    monkeypatch.delenv(TOKEN_ENV)
+    # refused before any actor (or Ray) starts: this tier's ray.init raises
+    assert main(["serve", "--preset", "demo", "--host", "0.0.0.0"]) == 2
+    assert "needs" not in (err := capsys.readouterr().err) and "--host 0.0.0.0 exposes the endpoint" in err
+    assert main(["serve", "math", "--tiny", "--host", "0.0.0.0"]) == 2
+    assert "--token" in capsys.readouterr().err

@@ -51,14 +51,38 @@ def apps(ray_cluster):
             "broken": start(runtimes["broken"].coordinators, "127.0.0.1", port, name="err-broken",
                             route_prefix="/broken"),
             "long": start(runtimes["slow"].coordinators, "127.0.0.1", port, ServeLimits(request_timeout_s=600),
-                          name="err-long", route_prefix="/long")}
+                          name="err-long", route_prefix="/long"),
+            "auth": start(runtimes["fast"].coordinators, "127.0.0.1", port, name="err-auth", route_prefix="/auth",
+                          token=TOKEN)}
     try:
         yield urls, runtimes
     finally:
-        for name in ("err-fast", "err-slow", "err-broken", "err-long"):
-            serve.delete(name)
+        serve.shutdown()  # the next test module starts its own proxy on its own port
         for runtime in runtimes.values():
             runtime.shutdown()
+
+
+TOKEN = "correct-horse-battery-staple"
+
+
+def test_token_auth_on_every_route_but_healthz(apps):
+    """Reproduction 10: no authentication at all."""
+    import requests
+
+    url = apps[0]["auth"]
+    body = {"context": {"note": "x"}}
+    assert requests.get(f"{url}/healthz", timeout=60).status_code == 200
+    for headers, why in (({}, "missing bearer token"), ({"Authorization": "Bearer nope"}, "wrong bearer token"),
+                         ({"Authorization": f"Basic {TOKEN}"}, "wrong bearer token")):
+        resp = requests.post(f"{url}/v1/consensus", json=body, headers=headers, timeout=60)
+        _assert_clean_4xx(resp, 401, why)
+        assert resp.headers["www-authenticate"] == "Bearer"
+    for path in ("/v1/info", "/docs", "/openapi.json"):
+        assert requests.get(f"{url}{path}", timeout=60).status_code == 401
+    good = {"Authorization": f"Bearer {TOKEN}"}
+    assert requests.post(f"{url}/v1/consensus", json=body, headers=good, timeout=60).status_code == 200
+    assert requests.get(f"{url}/v1/info", headers=good, timeout=60).status_code == 200
+    assert requests.post(f"{apps[0]['fast']}/v1/consensus", json=body, timeout=60).status_code == 200  # other app: open
 
 
 def _assert_clean_4xx(resp, status: int, words: str) -> None:

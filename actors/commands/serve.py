@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 PRESETS = ("demo",)
@@ -31,6 +32,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--scorer-cpus", action="append", default=[], metavar="[NAME=]CPUS",
                    help="CPUs per scorer actor (default 0.25, right for analytic scorers; give 1 or more for "
                         "models); NAME=CPUS sets one scorer; repeatable")
+    p.add_argument("--scorer-timeout", type=float, default=None,
+                   help="seconds a scorer call may take before it is dropped for the round (default: the spec's "
+                        "ensemble.timeout_s, 120)")
     p.set_defaults(func=run)
     tasks = p.add_subparsers(dest="task", metavar="TASK")
     for name in task_names():
@@ -44,13 +48,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--host", default="127.0.0.1", help="bind address (default loopback; Serve has no auth)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="bind address (default loopback; any other address needs a token)")
+    p.add_argument("--token", default=None,
+                   help="bearer token required on every route but /healthz (default: $ENSEMBLE_SERVE_TOKEN)")
+    p.add_argument("--token-file", default=None, help="read the bearer token from this file")
     p.add_argument("--port", type=int, default=None,
                    help="HTTP port (default 8000; on a cluster that already serves: its port, which is cluster-wide)")
     p.add_argument("--name", default=None, help="app name on the cluster (default: the task, or the preset)")
     p.add_argument("--route-prefix", default=None,
                    help="URL prefix of this app (default '/' when free, else '/<name>')")
     p.add_argument("--ingress-cpus", type=float, default=0.1, help="CPUs of the HTTP ingress replica (default 0.1)")
+    p.add_argument("--degrade", action="store_true",
+                   help="keep answering when a scorer is gone for good (answers name the missing scorers); "
+                        "default: refuse with 503")
     p.add_argument("--setup-timeout", type=float, default=600.0,
                    help="seconds to wait for the actors to build their models")
     p.add_argument("--coordinators", type=int, default=1, help="coordinator actors behind the endpoint")
@@ -81,9 +92,12 @@ def run(args: argparse.Namespace) -> int:
     from actors.spec import RunSpec
 
     run_spec = RunSpec.from_dict(json.loads(args.spec.read_text())) if args.spec else preset(args.preset)
+    if args.scorer_timeout is not None:
+        run_spec.ensemble = replace(run_spec.ensemble, timeout_s=args.scorer_timeout)
     limits = _limits(args)
     placement = _placement(args, list(run_spec.scorers))
     name = args.name or (args.spec.stem if args.spec else args.preset)
+    token = _token(args)
     info = connect(args.address)
     try:
         plan_route(name, args.route_prefix, args.host, args.port)  # refuse early: name, route, port
@@ -96,11 +110,11 @@ def run(args: argparse.Namespace) -> int:
         try:
             building = runtime.launch()  # the actors build while Serve starts
             url = start(runtime.coordinators, args.host, args.port, limits, run_spec.to_dict(), name=name,
-                        route_prefix=args.route_prefix)
+                        route_prefix=args.route_prefix, token=token)
             deployed = True
             wait_ready(building, "coordinator(s)", args.setup_timeout)
             print(f"serving {name!r} on {url}  (Ray at {info['address']}); POST {url}/v1/consensus, "
-                  f"GET {url}/healthz, Ctrl-C to stop", flush=True)
+                  f"GET {url}/healthz{_auth_note(token)}, Ctrl-C to stop", flush=True)
             _wait_for_interrupt()
         finally:
             if deployed:
@@ -111,11 +125,24 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _token(args: argparse.Namespace) -> str | None:
+    """The bearer token of ``--token`` / ``--token-file`` / ``$ENSEMBLE_SERVE_TOKEN``; refuses an open non-loopback bind."""
+    from actors.serve_auth import check_binding, resolve_token
+
+    token = resolve_token(args.token, args.token_file)
+    check_binding(args.host, token)
+    return token
+
+
+def _auth_note(token: str | None) -> str:
+    return "; every other route needs `Authorization: Bearer <token>`" if token else ""
+
+
 def _limits(args: argparse.Namespace):
     from actors.serve_schema import ServeLimits
 
     return ServeLimits(max_ongoing_requests=args.max_ongoing, max_queued_requests=args.max_queued,
-                       request_timeout_s=args.timeout, ingress_cpus=args.ingress_cpus)
+                       request_timeout_s=args.timeout, ingress_cpus=args.ingress_cpus, degrade=args.degrade)
 
 
 def _placement(args: argparse.Namespace, scorers: list[str]):
@@ -166,6 +193,7 @@ def run_task(args: argparse.Namespace) -> int:
         spec.settings["frames"] = True  # the response carries the camera views as a GIF
     limits = _limits(args)
     name = args.name or args.task
+    token = _token(args)
     gpu = 1.0 if str(spec.settings.get("device", "cpu")).startswith("cuda") else 0.0
     info = connect(args.address)
     workers: list = []
@@ -178,11 +206,12 @@ def run_task(args: argparse.Namespace) -> int:
                          max_restarts=3, max_task_retries=1) for _ in range(args.workers)]
         print(f"loading the {args.task} models on {len(workers)} worker(s)…", flush=True)
         building = [w.setup.remote() for w in workers]  # the models load while Serve starts
-        url = start_task(spec, workers, args.host, args.port, limits, name=name, route_prefix=args.route_prefix)
+        url = start_task(spec, workers, args.host, args.port, limits, name=name, route_prefix=args.route_prefix,
+                         token=token)
         deployed = True
         wait_ready(building, "solver worker(s)", args.setup_timeout)
         print(f"serving {args.task} as {name!r} on {url}  (Ray at {info['address']}); POST {url}/v1/{args.task}, "
-              f"GET {url}/healthz, Ctrl-C to stop", flush=True)
+              f"GET {url}/healthz{_auth_note(token)}, Ctrl-C to stop", flush=True)
         _wait_for_interrupt()
     finally:
         if deployed:
