@@ -79,8 +79,10 @@ class BearerAuth:
             return
         from starlette.responses import JSONResponse
 
+        from actors.serve_http import error_body
+
         rid = dict(scope.get("headers", [])).get(b"x-request-id", b"").decode("latin-1")
         reason = "missing bearer token" if not header else "wrong bearer token"
-        response = JSONResponse({"detail": f"{reason}: send `Authorization: Bearer <token>`", "request_id": rid},
+        response = JSONResponse(error_body(401, f"{reason}: send `Authorization: Bearer <token>`", rid),
                                 status_code=401, headers={"WWW-Authenticate": "Bearer"})
         await response(scope, receive, send)

@@ -116,6 +116,7 @@ def undeploy(name: str) -> None:
     from ray import serve
 
     try:
-        serve.delete(name)
+        if name in (serve_details().get("applications") or {}):
+            serve.delete(name)
     except Exception:  # noqa: BLE001 - Serve or the cluster already gone
         pass

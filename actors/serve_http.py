@@ -54,9 +54,15 @@ def request_id(request: Request) -> str:
     return request.headers.get("x-request-id") or uuid.uuid4().hex
 
 
+def error_body(status: int, reason: str, rid: str) -> dict[str, Any]:
+    """``{"detail", "request_id", "error"}``: FastAPI's shape plus OpenAI's ``error`` object (clients show it)."""
+    kind = "server_error" if status >= 500 else "authentication_error" if status == 401 else "invalid_request_error"
+    return {"detail": reason, "request_id": rid, "error": {"message": reason, "type": kind, "code": status}}
+
+
 def error_response(status: int, reason: str, rid: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    """``{"detail": reason, "request_id": rid}``; Serve's proxy puts the same id in the ``x-request-id`` header."""
-    return JSONResponse({"detail": reason, "request_id": rid}, status_code=status, headers=headers)
+    """:func:`error_body` as a response; Serve's proxy puts the same id in the ``x-request-id`` header."""
+    return JSONResponse(error_body(status, reason, rid), status_code=status, headers=headers)
 
 
 def _reject_constant(name: str) -> Any:

@@ -12,15 +12,17 @@ one-line reason; server faults a 500 with the request id (see :mod:`actors.serve
 # No ``from __future__ import annotations``: FastAPI reads the request model from the live annotation.
 
 import asyncio
+import contextlib
 import itertools
 import time
 from typing import Any
 
 import ray
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from ray import serve
 
+from actors import serve_openai as oa
 from actors.remote import actor_state
 from actors.serve_auth import BearerAuth, check_binding, digest
 from actors.serve_deploy import deploy
@@ -29,12 +31,13 @@ from actors.serve_http import (
     body_schema,
     error_responses,
     guarded,
+    logger,
     one_line,
     parse_request,
     read_body,
 )
 from actors.serve_schema import ServeLimits
-from ensemble.contracts import ContextError
+from ensemble.contracts import ContextError, Task
 
 
 def build_task_app(spec: Any, workers: list[Any], limits: ServeLimits | None = None, token: str | None = None) -> Any:
@@ -47,6 +50,7 @@ def build_task_app(spec: Any, workers: list[Any], limits: ServeLimits | None = N
     if not workers:
         raise ValueError("the task app needs at least one solver worker")
     limits = limits or ServeLimits()
+    text_task = type(task).text_request is not Task.text_request
     api = FastAPI(title=f"iterative-consensus: {spec.task}",
                   description=f"{spec.task}: a generator guided by an ensemble of scorers (iterative consensus)")
     if token:
@@ -104,14 +108,22 @@ def build_task_app(spec: Any, workers: list[Any], limits: ServeLimits | None = N
 
         async def _solve(self, request: Request, rid: str) -> dict[str, Any]:
             body = parse_request(model, await read_body(request, self.limits.max_body_bytes))
+            return self.task.response(await self._run(*self._prepare(body)))
+
+        def _prepare(self, body: Any) -> tuple[Any, str, int]:
+            """``(item, system, seed)`` of a validated request; 400 when the task cannot take it."""
             try:
                 item, system, seed = self.task.request_item(body)
                 self.solver.check_systems([system])
             except (ValueError, KeyError) as err:
                 raise RequestFault(400, one_line(err)) from None
+            return item, system, seed
+
+        async def _run(self, item: Any, system: str, seed: int) -> dict[str, Any]:
+            """The result row; a timeout cancels the run (504), an input fault is a 400."""
             ref = (await self._pick()).solve.remote(item, system, seed)
             try:
-                row = await asyncio.wait_for(ref, self.limits.request_timeout_s)
+                return await asyncio.wait_for(ref, self.limits.request_timeout_s)
             except TimeoutError:
                 ray.cancel(ref)
                 raise RequestFault(504, f"the run exceeded {self.limits.request_timeout_s:g} s") from None
@@ -122,7 +134,64 @@ def build_task_app(spec: Any, workers: list[Any], limits: ServeLimits | None = N
                 if isinstance(getattr(err, "cause", None) or err, ContextError):
                     raise RequestFault(400, one_line(err)) from None
                 raise
-            return self.task.response(row)
+
+        if text_task:  # OpenAI-compatible endpoints (actors.serve_openai)
+
+            @api.post("/v1/chat/completions", openapi_extra=body_schema(oa.ChatRequest), responses=error_responses())
+            async def chat_completions(self, request: Request) -> Any:
+                """OpenAI chat completion: the last user message is the prompt; ``consensus`` holds the rounds."""
+                return await guarded(request, lambda rid: self._openai(request, rid, chat=True))
+
+            @api.post("/v1/completions", openapi_extra=body_schema(oa.CompletionRequest), responses=error_responses())
+            async def completions(self, request: Request) -> Any:
+                """OpenAI (legacy) completion of a prompt; ``consensus`` holds the rounds."""
+                return await guarded(request, lambda rid: self._openai(request, rid, chat=False))
+
+            @api.get("/v1/models")
+            async def models(self) -> dict[str, Any]:
+                """The task's systems as OpenAI model ids."""
+                return {"object": "list", "data": [{"id": s, "object": "model", "created": 0,
+                                                    "owned_by": "iterative-consensus"} for s in self.solver.systems()]}
+
+        async def _openai(self, request: Request, rid: str, chat: bool) -> Any:
+            body = parse_request(oa.ChatRequest if chat else oa.CompletionRequest,
+                                 await read_body(request, self.limits.max_body_bytes))
+            prompt = body.prompt() if chat else body.prompt
+            try:
+                task_request = self.task.text_request(prompt, oa.pick_system(body.model, self.solver.systems()),
+                                                      body.seed)
+            except ValueError as err:
+                raise RequestFault(400, one_line(err)) from None
+            item, system, seed = self._prepare(task_request)
+            if not body.stream:
+                response = self.task.response(await self._run(item, system, seed))
+                return oa.completion_body(chat, rid, system, self.task.response_text(response), response)
+            events = self._events(await self._pick(), item, system, seed, rid)
+            return StreamingResponse(oa.sse(chat, rid, system, events, self.task), media_type="text/event-stream")
+
+        async def _events(self, worker: Any, item: Any, system: str, seed: int, rid: str) -> Any:
+            """``{"round"}`` events as rounds end, then ``{"response"}``; cancelled on timeout or disconnect."""
+            refs = worker.solve_stream.options(num_returns="streaming").remote(item, system, seed)
+            finished = False
+            try:
+                async with asyncio.timeout(self.limits.request_timeout_s):
+                    async for ref in refs:
+                        event = await ref
+                        if "round" in event:
+                            yield event
+                        else:
+                            finished = True
+                            yield {"response": self.task.response(event["row"])}
+            except TimeoutError:
+                yield {"error": {"message": f"the run exceeded {self.limits.request_timeout_s:g} s", "code": 504,
+                                 "request_id": rid}}
+            except Exception as err:  # noqa: BLE001 - the stream has begun: report in-band, one line
+                logger.exception("request %s failed while streaming: %s", rid, one_line(err))
+                yield {"error": {"message": f"internal error (request id {rid})", "code": 500, "request_id": rid}}
+            finally:
+                if not finished:
+                    with contextlib.suppress(Exception):
+                        ray.cancel(refs)
 
     deployment = TaskIngress.options(max_ongoing_requests=limits.max_ongoing_requests,
                                      max_queued_requests=limits.max_queued_requests,

@@ -210,6 +210,37 @@ class SolverWorker:
         self.calls += 1
         return self.solver.solve(item, system, seed)
 
+    def solve_stream(self, item: Any, system: str, seed: int) -> Any:
+        """One item, streamed: ``{"round": record}`` as each consensus round ends, then ``{"row": row}``.
+
+        On Ray call it as a streaming generator (``num_returns="streaming"``). The solver runs in a thread
+        of this worker; its round callback feeds the stream.
+        """
+        import queue
+        import threading
+
+        from actors.coordinator import jsonable
+
+        self.setup()
+        self.calls += 1
+        rounds: queue.Queue = queue.Queue()
+        done: dict[str, Any] = {}
+
+        def work() -> None:
+            try:
+                done["row"] = self.solver.solve(item, system, seed,
+                                                callback=lambda record, _state: rounds.put(jsonable(record.to_dict())))
+            except BaseException as err:  # noqa: BLE001 - re-raised in the stream
+                done["error"] = err
+            rounds.put(None)
+
+        threading.Thread(target=work, daemon=True).start()
+        while (record := rounds.get()) is not None:
+            yield {"round": record}
+        if "error" in done:
+            raise done["error"]
+        yield {"row": done["row"]}
+
     def health(self) -> dict[str, Any]:
         """Built?, task, pid, calls served."""
         return {"task": self.spec.task, "ready": self.solver is not None, "pid": os.getpid(), "calls": self.calls}

@@ -241,6 +241,15 @@ class Task(ABC):
         """The Serve response of a result row (default: the row itself)."""
         return row
 
+    def text_request(self, prompt: str, system: str | None, seed: int) -> Any:
+        """A text task's Serve request for a plain prompt (OpenAI-compatible endpoints); ``system``
+        ``None`` means the default system. Tasks whose output is not text leave this unimplemented."""
+        raise NotImplementedError(f"task {self.name!r} is not a text task")
+
+    def response_text(self, response: dict[str, Any]) -> str:
+        """The generated text of a Serve response (text tasks)."""
+        raise NotImplementedError(f"task {self.name!r} is not a text task")
+
 
 ROW_FIELDS: tuple[str, ...] = ("item_id", "system", "config_hash", "seed", "answer", "metric", "scorers",
                                "timings", "extras")

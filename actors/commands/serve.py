@@ -106,19 +106,19 @@ def run(args: argparse.Namespace) -> int:
                       for n in run_spec.scorers]
                    + [Demand("ingress", limits.ingress_cpus, flag="--ingress-cpus")])
         runtime = RayRuntime(run_spec, n_coordinators=args.coordinators, placement=placement)
-        deployed = False
+        ours = False
         try:
             building = runtime.launch()  # the actors build while Serve starts
+            ours = True  # from here on the app name is ours (plan_route found it free)
             url = start(runtime.coordinators, args.host, args.port, limits, run_spec.to_dict(), name=name,
                         route_prefix=args.route_prefix, token=token)
-            deployed = True
             wait_ready(building, "coordinator(s)", args.setup_timeout)
             print(f"serving {name!r} on {url}  (Ray at {info['address']}); POST {url}/v1/consensus, "
                   f"GET {url}/healthz{_auth_note(token)}, Ctrl-C to stop", flush=True)
             _wait_for_interrupt()
         finally:
-            if deployed:
-                undeploy(name)
+            if ours:
+                undeploy(name)  # only this app
             runtime.shutdown()
     finally:
         _disconnect(info)
@@ -197,7 +197,7 @@ def run_task(args: argparse.Namespace) -> int:
     gpu = 1.0 if str(spec.settings.get("device", "cpu")).startswith("cuda") else 0.0
     info = connect(args.address)
     workers: list = []
-    deployed = False
+    ours = False
     try:
         plan_route(name, args.route_prefix, args.host, args.port)  # refuse early: name, route, port
         check_fits([Demand(f"solver worker {i}", args.worker_cpus, gpu, flag="--worker-cpus")
@@ -206,16 +206,16 @@ def run_task(args: argparse.Namespace) -> int:
                          max_restarts=3, max_task_retries=1) for _ in range(args.workers)]
         print(f"loading the {args.task} models on {len(workers)} worker(s)…", flush=True)
         building = [w.setup.remote() for w in workers]  # the models load while Serve starts
+        ours = True  # from here on the app name is ours (plan_route found it free)
         url = start_task(spec, workers, args.host, args.port, limits, name=name, route_prefix=args.route_prefix,
                          token=token)
-        deployed = True
         wait_ready(building, "solver worker(s)", args.setup_timeout)
         print(f"serving {args.task} as {name!r} on {url}  (Ray at {info['address']}); POST {url}/v1/{args.task}, "
               f"GET {url}/healthz{_auth_note(token)}, Ctrl-C to stop", flush=True)
         _wait_for_interrupt()
     finally:
-        if deployed:
-            undeploy(name)
+        if ours:
+            undeploy(name)  # only this app
         for w in workers:
             ray.kill(w, no_restart=True)
         _disconnect(info)
