@@ -25,12 +25,16 @@ from actors.remote import actor_state
 from actors.serve_auth import BearerAuth, check_binding, digest
 from actors.serve_deploy import deploy
 from actors.serve_http import (
+    ADMISSION_HEADROOM,
+    Admission,
     RequestFault,
+    admitted,
     body_schema,
     error_responses,
     guarded,
     logger,
     one_line,
+    page,
     parse_request,
     read_body,
 )
@@ -87,6 +91,7 @@ def _ingress(token_sha256: str | None) -> Any:
             self.info = info
             self._next = itertools.cycle(range(len(coordinators)))
             self._checked: tuple[float, list[dict[str, Any]]] = (0.0, [])
+            self.admission = Admission(limits.max_ongoing_requests, limits.max_queued_requests)
 
         async def _liveness(self, fresh: bool = False) -> list[dict[str, Any]]:
             """Every coordinator's :meth:`~actors.coordinator.Coordinator.liveness` (cached ``HEALTH_TTL_S``)."""
@@ -130,6 +135,11 @@ def _ingress(token_sha256: str | None) -> Any:
             body = {"status": status, "degrade": self.limits.degrade, "gone_scorers": gone, "coordinators": states}
             return JSONResponse(body, status_code=503 if down else 200)
 
+        @api.get("/", include_in_schema=False)
+        async def index(self) -> Any:
+            """The web page."""
+            return page()
+
         @api.get("/v1/info")
         async def describe(self) -> dict[str, Any]:
             """The served configuration and limits."""
@@ -138,7 +148,7 @@ def _ingress(token_sha256: str | None) -> Any:
         @api.post("/v1/consensus", openapi_extra=body_schema(ConsensusRequest), responses=error_responses())
         async def consensus(self, request: Request) -> Any:
             """Run one consensus loop (or stream its rounds as NDJSON lines)."""
-            return await guarded(request, lambda rid: self._consensus(request, rid))
+            return await guarded(request, lambda rid: admitted(self.admission, lambda: self._consensus(request, rid)))
 
         async def _consensus(self, request: Request, rid: str) -> Any:
             body = parse_request(ConsensusRequest, await read_body(request, self.limits.max_body_bytes))
@@ -203,7 +213,9 @@ def build_app(coordinators: list[Any], limits: ServeLimits | None = None, info: 
     """The Serve application for ``serve.run``; with ``token``, every route but ``/healthz`` needs it."""
     limits = limits or ServeLimits()
     deployment = _ingress(digest(token) if token else None).options(
-        max_ongoing_requests=limits.max_ongoing_requests, max_queued_requests=limits.max_queued_requests,
+        # refusals are ours (503 + Retry-After, :class:`actors.serve_http.Admission`), not Serve's router's
+        max_ongoing_requests=limits.max_ongoing_requests + limits.max_queued_requests + ADMISSION_HEADROOM,
+        max_queued_requests=-1,
         ray_actor_options={"num_cpus": limits.ingress_cpus},
     )
     return deployment.bind(coordinators, limits, info or {})

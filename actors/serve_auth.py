@@ -1,4 +1,5 @@
-"""Bearer-token authentication of the Serve apps (every route but ``/healthz``).
+"""Bearer-token authentication of the Serve apps (every route but ``/healthz`` and the static page at ``/``,
+which holds no data and asks for the token itself).
 
 The token comes from ``--token``, ``--token-file`` or the ``ENSEMBLE_SERVE_TOKEN`` environment variable.
 Only its SHA-256 digest travels to the replicas; each request's token is hashed and compared in
@@ -66,7 +67,11 @@ class BearerAuth:
         self.app, self.token_sha256 = app, token_sha256
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["path"].rstrip("/").endswith(OPEN_PATHS):
+        if scope["type"] != "http":  # lifespan, websockets
+            await self.app(scope, receive, send)
+            return
+        path, root = scope["path"].rstrip("/"), scope.get("root_path", "").rstrip("/")
+        if path.endswith(OPEN_PATHS) or path in ("", root):  # liveness probes; the static page
             await self.app(scope, receive, send)
             return
         header = ""

@@ -111,12 +111,18 @@ def deploy(app: Any, name: str, host: str = "127.0.0.1", port: int | None = None
     return f"http://{shown}:{port}{route_prefix.rstrip('/')}"
 
 
-def undeploy(name: str) -> None:
-    """Delete app ``name`` only (other apps and the proxy keep running)."""
+def undeploy(name: str, timeout_s: float = 20.0) -> None:
+    """Delete app ``name`` only (other apps and the proxy keep running); waits at most ``timeout_s``."""
+    import time
+
     from ray import serve
 
     try:
-        if name in (serve_details().get("applications") or {}):
-            serve.delete(name)
+        if name not in (serve_details().get("applications") or {}):
+            return
+        serve.delete(name, _blocking=False)
+        deadline = time.monotonic() + timeout_s
+        while name in (serve_details().get("applications") or {}) and time.monotonic() < deadline:
+            time.sleep(0.5)
     except Exception:  # noqa: BLE001 - Serve or the cluster already gone
         pass

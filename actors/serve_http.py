@@ -132,6 +132,75 @@ async def guarded(request: Request, handler: Callable[[str], Awaitable[Any]]) ->
         return error_response(500, f"internal error (request id {rid}); the server log has the details", rid)
 
 
+ADMISSION_HEADROOM = 512
+"""Requests a replica takes beyond its own limits only to refuse them (Serve's queue-full 503 has no
+``Retry-After``, so Serve's limits are set wide and :class:`Admission` refuses)."""
+
+
+class Admission:
+    """Admission control of one ingress replica: ``max_ongoing`` runs at once, ``max_queued`` waiting; more
+    are refused at once with 503 and ``Retry-After`` (Serve's own queue-full 503 carries no such header).
+
+    ``slot = await admission.enter()`` waits for a run slot (or raises the 503); ``slot()`` gives it back.
+    """
+
+    def __init__(self, max_ongoing: int, max_queued: int, retry_after_s: int = 1) -> None:
+        self.max_ongoing, self.max_queued, self.retry_after_s = max_ongoing, max_queued, retry_after_s
+        self.admitted = 0
+        self._running: Any = None
+
+    async def enter(self) -> Callable[[], None]:
+        import asyncio
+
+        if self._running is None:
+            self._running = asyncio.Semaphore(self.max_ongoing)
+        if self.admitted >= self.max_ongoing + self.max_queued:
+            raise RequestFault(503, f"busy: {self.max_ongoing} runs going and {self.max_queued} waiting; retry "
+                                    f"after {self.retry_after_s} s", {"Retry-After": str(self.retry_after_s)})
+        self.admitted += 1
+        try:
+            await self._running.acquire()
+        except BaseException:
+            self.admitted -= 1
+            raise
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self.admitted -= 1
+                self._running.release()
+
+        return release
+
+
+async def holding(release: Callable[[], None], stream: Any) -> Any:
+    """``stream``'s items; ``release()`` once it ends, fails or its client goes away."""
+    try:
+        async for item in stream:
+            yield item
+    finally:
+        release()
+
+
+async def admitted(admission: Admission, handler: Callable[[], Awaitable[Any]]) -> Any:
+    """``await handler()`` inside an admission slot; a streaming response keeps the slot until it ends."""
+    from fastapi.responses import StreamingResponse
+
+    release = await admission.enter()
+    try:
+        result = await handler()
+    except BaseException:
+        release()
+        raise
+    if isinstance(result, StreamingResponse):
+        result.body_iterator = holding(release, result.body_iterator)
+    else:
+        release()
+    return result
+
+
 def body_schema(model: type[BaseModel]) -> dict[str, Any]:
     """OpenAPI ``requestBody`` of ``model`` (endpoints read the raw body themselves)."""
     return {"requestBody": {"required": True,
@@ -144,3 +213,23 @@ def error_responses() -> dict[int | str, dict[str, Any]]:
             413: "body too large", 422: "invalid field", 500: "server fault (carries the request id)",
             503: "overloaded or a scorer is gone", 504: "the run timed out"}
     return {code: {"description": why} for code, why in text.items()}
+
+
+def page() -> Any:
+    """The static web page (``actors/static/index.html``): pick an endpoint, send a request, watch the rounds."""
+    from pathlib import Path
+
+    from fastapi.responses import HTMLResponse
+
+    return HTMLResponse((Path(__file__).parent / "static" / "index.html").read_text())
+
+
+def example_request(model: type[BaseModel]) -> dict[str, Any]:
+    """A request of ``model`` to start from: defaults, and ``""`` for required text fields."""
+    out: dict[str, Any] = {}
+    for name, field in model.model_fields.items():
+        if not field.is_required():
+            out[name] = field.default
+        elif field.annotation is str:
+            out[name] = ""
+    return out

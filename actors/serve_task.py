@@ -27,12 +27,17 @@ from actors.remote import actor_state
 from actors.serve_auth import BearerAuth, check_binding, digest
 from actors.serve_deploy import deploy
 from actors.serve_http import (
+    ADMISSION_HEADROOM,
+    Admission,
     RequestFault,
+    admitted,
     body_schema,
     error_responses,
+    example_request,
     guarded,
     logger,
     one_line,
+    page,
     parse_request,
     read_body,
 )
@@ -67,6 +72,7 @@ def build_task_app(spec: Any, workers: list[Any], limits: ServeLimits | None = N
             self.solver = spec.build()  # cheap: only for systems and hashes; workers hold the models
             self._next = itertools.cycle(range(len(workers)))
             self._checked: tuple[float, list[dict[str, Any]]] = (0.0, [])
+            self.admission = Admission(limits.max_ongoing_requests, limits.max_queued_requests)
 
         async def _states(self, fresh: bool = False) -> list[dict[str, Any]]:
             """Every worker's liveness (cached one second)."""
@@ -95,20 +101,29 @@ def build_task_app(spec: Any, workers: list[Any], limits: ServeLimits | None = N
             return JSONResponse({"task": self.spec.task, "status": status, "workers": states},
                                 status_code=503 if status == "refusing" else 200)
 
+        @api.get("/", include_in_schema=False)
+        async def index(self) -> Any:
+            """The web page."""
+            return page()
+
         @api.get("/v1/info")
         async def describe(self) -> dict[str, Any]:
-            """The task, its systems and the solver settings."""
+            """The task, its systems, the solver settings and an example request."""
             return {"task": self.spec.task, "systems": self.solver.systems(), "settings": self.spec.settings,
-                    "limits": self.limits.__dict__}
+                    "limits": self.limits.__dict__, "example": example_request(model)}
 
         @api.post(f"/v1/{spec.task}", openapi_extra=body_schema(model), responses=error_responses())
         async def solve(self, request: Request) -> Any:
             """Solve one request with the evaluated system it names."""
-            return await guarded(request, lambda rid: self._solve(request, rid))
+            return await guarded(request, lambda rid: admitted(self.admission, lambda: self._solve(request, rid)))
 
-        async def _solve(self, request: Request, rid: str) -> dict[str, Any]:
+        async def _solve(self, request: Request, rid: str) -> Any:
             body = parse_request(model, await read_body(request, self.limits.max_body_bytes))
-            return self.task.response(await self._run(*self._prepare(body)))
+            item, system, seed = self._prepare(body)
+            if request.query_params.get("stream") in ("1", "true"):  # NDJSON: rounds as they end, then the result
+                events = self._events(await self._pick(), item, system, seed, rid)
+                return StreamingResponse(_ndjson(events), media_type="application/x-ndjson")
+            return self.task.response(await self._run(item, system, seed))
 
         def _prepare(self, body: Any) -> tuple[Any, str, int]:
             """``(item, system, seed)`` of a validated request; 400 when the task cannot take it."""
@@ -140,12 +155,12 @@ def build_task_app(spec: Any, workers: list[Any], limits: ServeLimits | None = N
             @api.post("/v1/chat/completions", openapi_extra=body_schema(oa.ChatRequest), responses=error_responses())
             async def chat_completions(self, request: Request) -> Any:
                 """OpenAI chat completion: the last user message is the prompt; ``consensus`` holds the rounds."""
-                return await guarded(request, lambda rid: self._openai(request, rid, chat=True))
+                return await guarded(request, lambda rid: admitted(self.admission, lambda: self._openai(request, rid, True)))
 
             @api.post("/v1/completions", openapi_extra=body_schema(oa.CompletionRequest), responses=error_responses())
             async def completions(self, request: Request) -> Any:
                 """OpenAI (legacy) completion of a prompt; ``consensus`` holds the rounds."""
-                return await guarded(request, lambda rid: self._openai(request, rid, chat=False))
+                return await guarded(request, lambda rid: admitted(self.admission, lambda: self._openai(request, rid, False)))
 
             @api.get("/v1/models")
             async def models(self) -> dict[str, Any]:
@@ -193,10 +208,25 @@ def build_task_app(spec: Any, workers: list[Any], limits: ServeLimits | None = N
                     with contextlib.suppress(Exception):
                         ray.cancel(refs)
 
-    deployment = TaskIngress.options(max_ongoing_requests=limits.max_ongoing_requests,
-                                     max_queued_requests=limits.max_queued_requests,
+    # refusals are ours (503 + Retry-After, :class:`actors.serve_http.Admission`), not Serve's router's
+    headroom = limits.max_ongoing_requests + limits.max_queued_requests + ADMISSION_HEADROOM
+    deployment = TaskIngress.options(max_ongoing_requests=headroom, max_queued_requests=-1,
                                      ray_actor_options={"num_cpus": limits.ingress_cpus})
     return deployment.bind(spec, workers, limits)
+
+
+async def _ndjson(events: Any) -> Any:
+    """``{"round"}`` / ``{"result"}`` / ``{"error", "status"}`` lines of :meth:`TaskIngress._events` items."""
+    import json
+
+    async for event in events:
+        if "response" in event:
+            yield json.dumps({"result": event["response"]}) + "\n"
+        elif "error" in event:
+            yield json.dumps({"error": event["error"]["message"], "status": event["error"]["code"],
+                              "request_id": event["error"]["request_id"]}) + "\n"
+        else:
+            yield json.dumps(event) + "\n"
 
 
 def start_task(spec: Any, workers: list[Any], host: str = "127.0.0.1", port: int | None = None,
