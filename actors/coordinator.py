@@ -25,7 +25,7 @@ from actors.batching import BatchConfig
 from actors.spec import RunSpec
 from ensemble.aggregate import ScorerEnsemble
 from ensemble.consensus import ConsensusResult, RoundRecord, arun_consensus
-from ensemble.contracts import Item, Scorer
+from ensemble.contracts import ContextError, Item, Scorer
 
 #: Round-record fields that measure time, so they differ between two otherwise identical runs.
 TIMING_FIELDS = ("latency_s", "duration_s")
@@ -104,6 +104,20 @@ class Coordinator:
             "batching": batching,
         }
 
+    async def scorer_states(self, timeout_s: float = 2.0) -> dict[str, dict[str, Any]]:
+        """Every scorer's liveness (see :func:`actors.remote.actor_state`); in-process scorers are ``ok``."""
+        names = list(self.run_spec.scorers)
+        if self.scorer_handles is None:
+            return {n: {"state": "ok"} for n in names}
+        from actors.remote import actor_state
+
+        states = await asyncio.gather(*(actor_state(self.scorer_handles[n], timeout_s) for n in names))
+        return dict(zip(names, states, strict=True))
+
+    async def liveness(self) -> dict[str, Any]:
+        """:meth:`health` plus every scorer's state."""
+        return {**self.health(), "scorers": await self.scorer_states()}
+
     # -- loops ---------------------------------------------------------------------------------------
 
     async def run(
@@ -125,6 +139,7 @@ class Coordinator:
             queue: in-process streaming: each :class:`RoundRecord` is put on it as the round ends.
         """
         await self.setup()
+        await self.check_context(context)
         config = self.run_spec.consensus
         if seed is not None:
             config = replace(config, seed=seed)
@@ -141,6 +156,18 @@ class Coordinator:
         finally:
             self._loops.pop(loop_id, None)
             self.finished += 1
+
+    async def check_context(self, context: Any) -> None:
+        """Raise :class:`~ensemble.contracts.ContextError` when the generator or a scorer cannot use ``context``.
+
+        Scorers that cannot be asked (a dead actor) are skipped here: the loop drops them and records it.
+        """
+        self.generator.check_context(context)
+        results = await asyncio.gather(*(s.acheck_context(context) for s in self.ensemble.scorers.values()),
+                                       return_exceptions=True)
+        for res in results:
+            if isinstance(res, ContextError):
+                raise res
 
     async def stream(self, context: Any, seed: int | None = None, loop_id: str | None = None) -> AsyncIterator[Any]:
         """Yield each :class:`RoundRecord` as its round ends, then the :class:`ConsensusResult`.

@@ -146,3 +146,18 @@ def pack_group(bundles: list[Resources], timeout_s: float = 60.0) -> PlacementGr
 def pack_strategy(pg: PlacementGroup, bundle_index: int) -> PlacementGroupSchedulingStrategy:
     """Schedule an actor into bundle ``bundle_index`` of ``pg``."""
     return PlacementGroupSchedulingStrategy(placement_group=pg, placement_group_bundle_index=bundle_index)
+
+
+class NotReadyError(ValueError):
+    """Actors did not become ready in time; the message names the free resources and what to change."""
+
+
+def wait_ready(refs: list[Any], what: str, timeout_s: float) -> list[Any]:
+    """``ray.get(refs)`` with a clear :class:`NotReadyError` instead of a bare ``GetTimeoutError``."""
+    _, pending = ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
+    if pending:
+        raise NotReadyError(
+            f"{len(pending)} of {len(refs)} {what} not ready after {timeout_s:g} s (cluster free: "
+            f"{ray.available_resources()}); if they wait for resources lower their CPUs/GPUs, if models "
+            f"load slowly raise --setup-timeout")
+    return ray.get(refs)

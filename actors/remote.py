@@ -20,13 +20,53 @@ from actors.workers import ScoreCall
 from ensemble.contracts import ScoreOutput, Scorer
 
 
+class ScorerCallError(RuntimeError):
+    """A remote scorer call failed (actor died, call raised); the message is one line, no Ray traceback."""
+
+
+def _first_line(err: BaseException) -> str:
+    cause = getattr(err, "cause", None) or err
+    lines = [ln.strip() for ln in str(cause).splitlines() if ln.strip()]
+    return f"{type(cause).__name__}: {lines[0]}" if lines else type(cause).__name__
+
+
 async def await_ref(ref: ray.ObjectRef) -> Any:
-    """Await an object ref; if the awaiting task is cancelled, cancel the Ray call too."""
+    """Await an object ref; if the awaiting task is cancelled, cancel the Ray call too.
+
+    Ray's errors become one-line errors: a dead actor a :class:`ScorerCallError`, an error raised by the
+    call the same exception class as raised remotely (e.g. :class:`~ensemble.contracts.ContextError`).
+    """
     try:
         return await ref
     except asyncio.CancelledError:
         ray.cancel(ref)
         raise
+    except ray.exceptions.RayTaskError as err:
+        cause = err.cause if isinstance(getattr(err, "cause", None), Exception) else None
+        if cause is not None and type(cause).__module__.startswith("ensemble"):
+            raise type(cause)(*cause.args) from None
+        raise ScorerCallError(_first_line(err)) from None
+    except ray.exceptions.RayError as err:
+        raise ScorerCallError(_first_line(err)) from None
+
+
+async def actor_state(handle: ray.actor.ActorHandle, timeout_s: float = 2.0) -> dict[str, Any]:
+    """Liveness of a worker actor: ``{"state": "ok" | "dead" | "restarting" | "unresponsive", ...}``.
+
+    ``dead`` means gone for good (killed, or out of restarts); ``restarting`` and ``unresponsive``
+    (busy or hung past ``timeout_s``) may recover.
+    """
+    try:
+        health = await asyncio.wait_for(handle.health.remote(), timeout_s)
+        return {"state": "ok", **(health if isinstance(health, dict) else {})}
+    except TimeoutError:
+        return {"state": "unresponsive", "reason": f"no health answer within {timeout_s:g} s"}
+    except ray.exceptions.ActorDiedError as err:
+        return {"state": "dead", "reason": _first_line(err)}
+    except ray.exceptions.ActorUnavailableError as err:
+        return {"state": "restarting", "reason": _first_line(err)}
+    except Exception as err:  # noqa: BLE001 - report, never raise from a health check
+        return {"state": "error", "reason": _first_line(err)}
 
 
 class RemoteScorer(Scorer):
@@ -73,6 +113,10 @@ class RemoteScorer(Scorer):
         if self.batcher is not None:
             return await self.batcher.submit(context, candidates, need_grad)
         return await await_ref(self.handle.score.remote(context, candidates, need_grad))
+
+    async def acheck_context(self, context: Any) -> None:
+        """Ask the actor's scorer (raises :class:`~ensemble.contracts.ContextError`)."""
+        await await_ref(self.handle.check_context.remote(context))
 
     async def _send(self, calls: list[ScoreCall]) -> list[Any]:
         return await await_ref(self.handle.score_many.remote(calls))

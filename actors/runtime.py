@@ -14,7 +14,7 @@ import ray
 
 from actors.batching import BatchConfig
 from actors.coordinator import Coordinator
-from actors.placement import PlacementConfig, pack_group, pack_strategy, spawn
+from actors.placement import PlacementConfig, pack_group, pack_strategy, spawn, wait_ready
 from actors.spec import RunSpec
 from actors.workers import ScorerWorker
 
@@ -90,6 +90,11 @@ class RayRuntime:
 
     def start(self, timeout_s: float = 300.0) -> RayRuntime:
         """Create the actors and wait until every component is built."""
+        wait_ready(self.launch(), "coordinator(s)", timeout_s)
+        return self
+
+    def launch(self) -> list[Any]:
+        """Create the actors and start building their components; returns the refs to wait on."""
         p = self.placement
         specs = self.run.scorer_specs()
         self.scorers = {n: self._scorer(n, s) for n, s in specs.items() if n not in p.colocated}
@@ -107,8 +112,7 @@ class RayRuntime:
                       max_restarts=p.max_restarts, max_task_retries=p.coordinator_task_retries,
                       strategy=strategy)
             )
-        ray.get([c.setup.remote() for c in self.coordinators], timeout=timeout_s)
-        return self
+        return [c.setup.remote() for c in self.coordinators]
 
     def scorer_handles(self, coordinator: int = 0) -> dict[str, Any]:
         """Scorer name → actor handle as seen by coordinator ``coordinator``."""

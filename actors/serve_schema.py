@@ -6,7 +6,7 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator
 
 
 @dataclass
@@ -15,16 +15,23 @@ class ServeLimits:
 
     max_context_chars: int = 8000
     """Largest accepted context, measured as its JSON text."""
+    max_body_bytes: int = 65536
+    """Largest accepted request body, enforced while reading it (before parsing): 413 beyond."""
     max_ongoing_requests: int = 16
     """Requests one ingress replica works on at once (consensus loops run concurrently)."""
     max_queued_requests: int = 64
     """Requests waiting beyond that; more are refused with 503."""
     request_timeout_s: float = 600.0
     """A loop running longer is cancelled (with its scorer calls) and answered with 504."""
+    ingress_cpus: float = 0.1
+    """CPUs reserved by the HTTP ingress replica (it only forwards requests: a fraction is enough)."""
+    degrade: bool = False
+    """When a scorer is gone for good: ``False`` refuses requests (503 with the reason); ``True``
+    answers without it, and every answer names the missing scorers."""
 
     def __post_init__(self) -> None:
         for name, value in asdict(self).items():
-            if value <= 0:
+            if not isinstance(value, bool) and value <= 0:
                 raise ValueError(f"ServeLimits.{name}={value} must be positive")
 
 
@@ -33,9 +40,10 @@ class ConsensusRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    context: str | dict[str, Any] = Field(description="the task's conditioning: a question, a prompt, a goal …")
-    seed: int = Field(0, ge=0, le=2**31 - 1, description="seed of the run")
-    stream: bool = Field(False, description="stream one JSON line per round, then the result")
+    context: StrictStr | dict[StrictStr, Any] = Field(
+        description="the task's conditioning: a question, a prompt, a goal … (a string or a JSON object)")
+    seed: StrictInt = Field(0, ge=0, le=2**31 - 1, description="seed of the run")
+    stream: StrictBool = Field(False, description="stream one JSON line per round, then the result")
 
     @field_validator("context")
     @classmethod

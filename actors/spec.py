@@ -139,4 +139,5 @@ class RunSpec:
         """Stable short hash of the configuration without the seed (results are keyed by seed apart)."""
         blob = self.to_dict()
         blob["consensus"] = {k: v for k, v in blob["consensus"].items() if k != "seed"}
+        blob["ensemble"] = {k: v for k, v in blob["ensemble"].items() if k != "timeout_s"}  # operational only
         return config_hash(blob)

@@ -92,6 +92,10 @@ class ScorerWorker(Worker):
         scorer: Scorer = self._ready()
         return {"differentiable": bool(scorer.differentiable), "modality": scorer.modality}
 
+    def check_context(self, context: Any) -> None:
+        """:meth:`Scorer.check_context` (raises :class:`~ensemble.contracts.ContextError`)."""
+        self._ready().check_context(context)
+
     def score(self, context: Any, candidates: Any, need_grad: bool = False) -> ScoreOutput:
         """One :meth:`Scorer.score` call."""
         scorer: Scorer = self._ready()
@@ -205,6 +209,37 @@ class SolverWorker:
         self.setup()
         self.calls += 1
         return self.solver.solve(item, system, seed)
+
+    def solve_stream(self, item: Any, system: str, seed: int) -> Any:
+        """One item, streamed: ``{"round": record}`` as each consensus round ends, then ``{"row": row}``.
+
+        On Ray call it as a streaming generator (``num_returns="streaming"``). The solver runs in a thread
+        of this worker; its round callback feeds the stream.
+        """
+        import queue
+        import threading
+
+        from actors.coordinator import jsonable
+
+        self.setup()
+        self.calls += 1
+        rounds: queue.Queue = queue.Queue()
+        done: dict[str, Any] = {}
+
+        def work() -> None:
+            try:
+                done["row"] = self.solver.solve(item, system, seed,
+                                                callback=lambda record, _state: rounds.put(jsonable(record.to_dict())))
+            except BaseException as err:  # noqa: BLE001 - re-raised in the stream
+                done["error"] = err
+            rounds.put(None)
+
+        threading.Thread(target=work, daemon=True).start()
+        while (record := rounds.get()) is not None:
+            yield {"round": record}
+        if "error" in done:
+            raise done["error"]
+        yield {"row": done["row"]}
 
     def health(self) -> dict[str, Any]:
         """Built?, task, pid, calls served."""

@@ -139,7 +139,8 @@ class ScorerEnsemble:
         for name, res in zip(names, results, strict=True):
             if isinstance(res, BaseException):
                 kind = "timeout" if isinstance(res, TimeoutError | asyncio.TimeoutError) else type(res).__name__
-                errors[name] = f"{kind}: {res}".rstrip(": ")
+                first = next((ln.strip() for ln in str(res).splitlines() if ln.strip()), "")
+                errors[name] = f"{kind}: {first}".rstrip(": ")
                 continue
             out, dt = res
             problem = _check_output(out, n)

@@ -25,9 +25,10 @@ class EnsembleConfig:
     (ranks scaled to [0, 1]). Gradients follow: "zscore" divides by the same std, "rank" rescales each
     candidate's gradient to unit norm."""
 
-    timeout_s: float | None = None
-    """Seconds to wait for a scorer each round; a scorer that misses it is dropped for that round,
-    the remaining weights are renormalised and the record names it. ``None`` waits forever."""
+    timeout_s: float | None = 120.0
+    """Seconds to wait for a scorer each call; a scorer that misses it is dropped for that round,
+    the remaining weights are renormalised and the record names it, so a hung scorer cannot block a
+    loop. ``None`` waits forever (not for served or evaluated runs)."""
 
     min_scorers: int = 1
     """A round fails (raises) when fewer scorers than this answer."""

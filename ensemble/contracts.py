@@ -21,6 +21,33 @@ UpdateRule = Literal["gradient", "token", "selection"]
 UPDATE_RULES: tuple[str, ...] = ("gradient", "token", "selection")
 
 
+class ContextError(ValueError):
+    """A context the generator or a scorer cannot use (the caller's input, not a fault of the system).
+
+    Raised by ``check_context``; servers answer it with a 4xx and its one-line message.
+    """
+
+
+def check_vector(context: Any, key: str, length: int, limit: float = 1e6) -> None:
+    """Raise :class:`ContextError` unless ``context[key]`` (if present) is ``length`` finite numbers in ±``limit``."""
+    if not isinstance(context, dict) or key not in context:
+        return
+    value = context[key]
+    if not isinstance(value, list | tuple) or len(value) != length:
+        raise ContextError(f"context[{key!r}] must be a list of {length} numbers, got {_kind(value)}")
+    for x in value:
+        if isinstance(x, bool) or not isinstance(x, int | float):
+            raise ContextError(f"context[{key!r}] must hold numbers, got {_kind(x)}")
+        if not abs(x) <= limit:  # also refuses NaN
+            raise ContextError(f"context[{key!r}] values must be finite and within ±{limit:g}, got {x!r}")
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, list | tuple):
+        return f"a list of {len(value)}"
+    return type(value).__name__
+
+
 @dataclass
 class Proposal:
     """Candidates a generator puts to the scorers in one round.
@@ -90,6 +117,14 @@ class Scorer(ABC):
         """Awaitable :meth:`score`; runs in a worker thread so several scorers overlap."""
         return await asyncio.to_thread(self.score, context, candidates, need_grad=need_grad)
 
+    def check_context(self, context: Any) -> None:
+        """Raise :class:`ContextError` for a context this scorer cannot use (default: any is fine)."""
+        return None
+
+    async def acheck_context(self, context: Any) -> None:
+        """Awaitable :meth:`check_context` (remote adapters ask their actor)."""
+        self.check_context(context)
+
     def check_grad_request(self, need_grad: bool) -> None:
         """Raise a clear error when gradients are requested from a non-differentiable scorer."""
         if need_grad and not self.differentiable:
@@ -109,6 +144,10 @@ class Generator(ABC):
     @abstractmethod
     def init_state(self, context: Any, seed: int) -> Any:
         """The state before round 0 for ``context``, deterministic in ``seed``."""
+
+    def check_context(self, context: Any) -> None:
+        """Raise :class:`ContextError` for a context this generator cannot use (default: any is fine)."""
+        return None
 
     @abstractmethod
     def propose(self, state: Any, context: Any) -> Proposal:
@@ -201,6 +240,15 @@ class Task(ABC):
     def response(self, row: dict[str, Any]) -> dict[str, Any]:
         """The Serve response of a result row (default: the row itself)."""
         return row
+
+    def text_request(self, prompt: str, system: str | None, seed: int) -> Any:
+        """A text task's Serve request for a plain prompt (OpenAI-compatible endpoints); ``system``
+        ``None`` means the default system. Tasks whose output is not text leave this unimplemented."""
+        raise NotImplementedError(f"task {self.name!r} is not a text task")
+
+    def response_text(self, response: dict[str, Any]) -> str:
+        """The generated text of a Serve response (text tasks)."""
+        raise NotImplementedError(f"task {self.name!r} is not a text task")
 
 
 ROW_FIELDS: tuple[str, ...] = ("item_id", "system", "config_hash", "seed", "answer", "metric", "scorers",

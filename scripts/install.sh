@@ -9,6 +9,15 @@ command -v "$PY" >/dev/null 2>&1 || PY=python3
 if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
 fi
+# Debian's chromium for the browser test of the Serve web page (Playwright drives this executable; never
+# `playwright install`). apt-get only when it is missing; without root or apt the browser test skips.
+if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+    SUDO=""
+    [ "$(id -u)" = 0 ] || SUDO="sudo -n"
+    $SUDO apt-get install -y --no-install-recommends chromium >/dev/null 2>&1 \
+        || { $SUDO apt-get update >/dev/null 2>&1 && $SUDO apt-get install -y --no-install-recommends chromium >/dev/null 2>&1; } \
+        || echo "could not install chromium with apt-get: the browser test will be skipped"
+fi
 STAMP=.venv/.installed
 if [ -f "$STAMP" ] && [ "$STAMP" -nt pyproject.toml ] && [ "$STAMP" -nt scripts/install.sh ]; then
     exit 0

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from ensemble.contracts import Item, Task
+from ensemble.contracts import Item, ScoreOutput, Scorer, Task
 
 
 class ToyTargetTask(Task):
@@ -31,3 +31,26 @@ class ToyTargetTask(Task):
     def metric(self, answer: Any, item: Item) -> float:
         dist = torch.dist(torch.as_tensor(answer), torch.as_tensor(item.target))
         return float(dist <= self.tol)
+
+
+class BrokenScorer(Scorer):
+    """Fails every call with a multi-line error (a server fault the endpoint must not leak)."""
+
+    modality = "vector"
+
+    def score(self, context: Any, candidates: Any, *, need_grad: bool = False) -> ScoreOutput:
+        raise RuntimeError("scorer weights are corrupt\n  File \"/secret/path/model.py\", line 3\npid=1234")
+
+
+class HangingScorer(Scorer):
+    """Answers like a quadratic scorer until ``context["hang"]`` is true, then never returns."""
+
+    modality = "vector"
+
+    def score(self, context: Any, candidates: Any, *, need_grad: bool = False) -> ScoreOutput:
+        import time
+
+        if isinstance(context, dict) and context.get("hang"):
+            time.sleep(3600)
+        x = torch.as_tensor(candidates, dtype=torch.float32)
+        return ScoreOutput(scores=-x.pow(2).sum(1))

@@ -109,3 +109,20 @@ def test_rows_of_the_earlier_per_task_formats_still_count(tmp_path):
     from ensemble.tasks.math.solver import math_table
 
     assert "100.0 ± 0.0" in math_table([lm, ens], ["lm@1", "ensemble@5"])
+
+
+def test_error_text_leads_with_the_root_cause_of_a_wrapped_error():
+    """Reproduction 8: a remote (Ray-wrapped) failure's useful sentence came after a long traceback and was cut."""
+    from ensemble.eval.engine import error_text
+
+    class Wrapped(Exception):
+        def __init__(self, cause: BaseException) -> None:
+            super().__init__("ray::SolverWorker.solve() (pid=1, ip=127.0.0.1)\n" + "  File \"x.py\", line 1\n" * 50)
+            self.cause = cause
+
+    try:
+        raise Wrapped(ValueError("the checkpoint 'verifiers/gsm-minilm' is missing; run `ensemble train verifiers`"))
+    except Wrapped as err:
+        text = error_text(err)
+    assert text.splitlines()[0] == ("ValueError: the checkpoint 'verifiers/gsm-minilm' is missing; "
+                                    "run `ensemble train verifiers`")

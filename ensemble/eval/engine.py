@@ -94,9 +94,13 @@ def upgrade_row(row: dict[str, Any], unit: Unit) -> dict[str, Any]:
 
 
 def error_text(err: BaseException) -> str:
-    """The full error of a failed unit: type, message and the traceback's last frames."""
+    """The full error of a failed unit: first the root cause's type and message (the useful sentence,
+    also when a remote wrapper such as Ray's puts a long traceback before it), then the last frames."""
+    cause = getattr(err, "cause", None)
+    cause = cause if isinstance(cause, BaseException) else err
+    head = f"{type(cause).__name__}: {str(cause).strip()}".rstrip(": ")
     tb = "".join(traceback.format_exception(type(err), err, err.__traceback__, limit=-4))
-    return tb.strip()
+    return f"{head}\n\n{tb.strip()}"
 
 
 def evaluate_local(solver: Solver, units: Sequence[Unit], results: ResultsFile,

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from ensemble.contracts import Generator, Proposal
+from ensemble.contracts import Generator, Proposal, check_vector
 
 METHODS = ("random", "cem")
 
@@ -66,6 +66,10 @@ class SamplingGenerator(Generator):
             )
         self.dim, self.n, self.rounds, self.method = dim, n_candidates, rounds, method
         self.elite_frac, self.init_std, self.low, self.high, self.min_std = elite_frac, init_std, low, high, min_std
+
+    def check_context(self, context: Any) -> None:
+        """``context["mean"]``, if given, must be ``dim`` finite numbers."""
+        check_vector(context, "mean", self.dim)
 
     def init_state(self, context: Any, seed: int) -> SamplingState:
         """Gaussian at ``context["mean"]`` (or 0) with ``init_std``."""

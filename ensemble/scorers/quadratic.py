@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from ensemble.contracts import ScoreOutput, Scorer
+from ensemble.contracts import ScoreOutput, Scorer, check_vector
 
 
 class QuadraticScorer(Scorer):
@@ -30,6 +30,10 @@ class QuadraticScorer(Scorer):
         self.target = torch.as_tensor(target, dtype=torch.float32)
         self.scale = float(scale)
         self.delay_s = float(delay_s)
+
+    def check_context(self, context: Any) -> None:
+        """``context["target"]``, if given, must be as many finite numbers as the default target."""
+        check_vector(context, "target", self.target.numel())
 
     def score(self, context: Any, candidates: Any, *, need_grad: bool = False) -> ScoreOutput:
         """``[N]`` scores of ``[N, ...]`` candidates; gradients ``−2·scale·(x − target)``."""

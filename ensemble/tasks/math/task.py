@@ -191,3 +191,14 @@ class MathTask(Task):
         from ensemble.tasks.math.serve import math_response
 
         return math_response(row)
+
+    def text_request(self, prompt: str, system: str | None, seed: int) -> Any:
+        """The math request of a chat or completion prompt: the prompt is the word problem."""
+        from ensemble.tasks.math.serve import MathRequest
+
+        fields = {"question": prompt, "seed": seed} | ({"system": system} if system else {})
+        return MathRequest(**fields)
+
+    def response_text(self, response: dict[str, Any]) -> str:
+        """The solution text."""
+        return response["solution"]
