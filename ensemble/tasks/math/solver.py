@@ -17,12 +17,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ensemble.contracts import Item, Solver, make_row
+from ensemble.eval.beams import ENSEMBLE, LM_ALONE, beam_rows, beam_table, split_system
 from ensemble.eval.seeds import run_seed
-from ensemble.eval.table import markdown_table, mean_ci
 from ensemble.results import config_hash
 
-LM_ALONE = "lm"
-ENSEMBLE = "ensemble"
 GUIDANCE_KNOBS = frozenset({"top_k", "min_p", "score_results", "steps_per_token", "step_size", "temperature",
                             "target_prior", "fluency_weight", "fusion", "keep_shift", "skip_confident",
                             "rerank_weight", "select_final", "select_weight", "token_scorers"})
@@ -242,21 +240,6 @@ class MathEvaluator(Solver):
                         seconds, scorers=scorers, extras=extras)
 
 
-def split_system(system: str, bases: Sequence[str]) -> tuple[str, int]:
-    """``"ensemble@5"`` → ``("ensemble", 5)``; a bare base means beam 1. Clear errors for the rest."""
-    base, _, beam = system.partition("@")
-    if base not in bases:
-        raise ValueError(f"unknown system {system!r}; valid systems: <base>@<beam> with base one of "
-                         f"{', '.join(bases)} (e.g. ensemble@5)")
-    try:
-        size = int(beam) if beam else 1
-    except ValueError:
-        raise ValueError(f"system {system!r}: the beam size after '@' must be an integer") from None
-    if size < 1:
-        raise ValueError(f"system {system!r}: beam size must be >= 1")
-    return base, size
-
-
 def moved_tokens(rounds: Sequence[Any]) -> dict[str, int]:
     """Per scorer: committed tokens that differ from the LM's top token and equal that scorer's favourite."""
     moved: dict[str, int] = {}
@@ -275,30 +258,9 @@ def moved_tokens(rounds: Sequence[Any]) -> dict[str, int]:
 def math_table(rows: Sequence[dict[str, Any]], systems: Sequence[str]) -> str:
     """Markdown: per system, problems, accuracy ± 95 % interval, problems won / lost against the LM alone
     at the same beam, seconds per problem, tokens per second."""
-    return markdown_table(["system", "beam", "problems", "accuracy % (95 % CI)", "won / lost vs LM alone",
-                           "s / problem", "tokens / s"], summarise(rows, systems))
+    return beam_table(rows, systems, "problems", tokens=True)
 
 
 def summarise(rows: Sequence[dict[str, Any]], systems: Sequence[str]) -> list[list[Any]]:
-    """Table rows ``[base, beam, n, accuracy % ± CI, won / lost vs the LM alone, seconds/problem, tokens/s]``.
-
-    "won / lost" counts the problems a guided system solved where the LM alone (same beam) failed, and
-    failed where it solved, over the problems both ran ("–" for the LM itself or without LM rows).
-    """
-    table = []
-    for system in systems:
-        base, _, beam = system.partition("@")
-        sel = [r for r in rows if r["system"] == system]
-        if not sel:
-            continue
-        lm = {r["item_id"]: r["metric"] for r in rows if r["system"] == f"{LM_ALONE}@{beam or 1}"}
-        n = len(sel)
-        mean, half = mean_ci([r["metric"] for r in sel])
-        secs = sum(r["timings"]["seconds"] for r in sel)
-        tps = sum(r["extras"].get("tokens", 0) for r in sel) / max(secs, 1e-9)
-        both = [r for r in sel if r["item_id"] in lm]
-        vs_lm = "–" if base == LM_ALONE or not both else (
-            f"{sum(r['metric'] and not lm[r['item_id']] for r in both):g} / "
-            f"{sum(lm[r['item_id']] and not r['metric'] for r in both):g}")
-        table.append([base, int(beam or 1), n, f"{100 * mean:.1f} ± {100 * half:.1f}", vs_lm, secs / n, tps])
-    return table
+    """:func:`~ensemble.eval.beams.beam_rows` with tokens per second."""
+    return beam_rows(rows, systems, tokens=True)

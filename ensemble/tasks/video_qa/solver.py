@@ -22,12 +22,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ensemble.contracts import Item, Solver, make_row
+from ensemble.eval.beams import ENSEMBLE, LM_ALONE, beam_table, split_system
 from ensemble.eval.seeds import run_seed
-from ensemble.eval.table import markdown_table, mean_ci
 from ensemble.results import config_hash
 
-LM_ALONE = "lm"
-ENSEMBLE = "ensemble"
 MODES = ("zerocap", "magic")
 DEFAULT_CLIPS: dict[str, dict[str, Any]] = {
     "clip_vit": {"model": "video_qa/clip-vit", "motion": True},
@@ -119,21 +117,6 @@ class VideoQASpec:
                             "frames": self.frames if guided else None,
                             "normalisation": self.normalisation if system == ENSEMBLE else None,
                             "weights": dict(sorted(self.weights.items())) if system == ENSEMBLE else None})
-
-
-def split_system(system: str, bases: Sequence[str]) -> tuple[str, int]:
-    """``"ensemble@5"`` → ``("ensemble", 5)``; a bare base means beam 1. Clear errors for the rest."""
-    base, _, beam = system.partition("@")
-    if base not in bases:
-        raise ValueError(f"unknown system {system!r}; valid systems: <base>@<beam> with base one of "
-                         f"{', '.join(bases)} (e.g. ensemble@5)")
-    try:
-        size = int(beam) if beam else 1
-    except ValueError:
-        raise ValueError(f"system {system!r}: the beam size after '@' must be an integer") from None
-    if size < 1:
-        raise ValueError(f"system {system!r}: beam size must be >= 1")
-    return base, size
 
 
 class VideoQASolver(Solver):
@@ -284,19 +267,4 @@ def moved_rounds(rounds: Sequence[Any]) -> list[dict[str, Any]]:
 def video_qa_table(rows: Sequence[dict[str, Any]], systems: Sequence[str]) -> str:
     """Markdown: per system, questions, accuracy ± 95 % interval, won / lost against the LM alone at the same
     beam, seconds per question."""
-    table = []
-    for system in systems:
-        base, _, beam = system.partition("@")
-        sel = [r for r in rows if r["system"] == system]
-        if not sel:
-            continue
-        lm = {r["item_id"]: r["metric"] for r in rows if r["system"] == f"{LM_ALONE}@{beam or 1}"}
-        mean, half = mean_ci([r["metric"] for r in sel])
-        both = [r for r in sel if r["item_id"] in lm]
-        vs_lm = "–" if base == LM_ALONE or not both else (
-            f"{sum(r['metric'] and not lm[r['item_id']] for r in both):g} / "
-            f"{sum(lm[r['item_id']] and not r['metric'] for r in both):g}")
-        secs = sum(r["timings"]["seconds"] for r in sel) / len(sel)
-        table.append([base, int(beam or 1), len(sel), f"{100 * mean:.1f} ± {100 * half:.1f}", vs_lm, f"{secs:.2f}"])
-    return markdown_table(["system", "beam", "questions", "accuracy % (95 % CI)", "won / lost vs LM alone",
-                           "s / question"], table)
+    return beam_table(rows, systems, "questions")
