@@ -38,7 +38,7 @@ from actors.serve_http import (
     parse_request,
     read_body,
 )
-from actors.serve_schema import ConsensusRequest, ServeLimits, check_size
+from actors.serve_schema import DEFAULT_BODY_BYTES, ConsensusRequest, ServeLimits, check_size
 from ensemble.consensus import ConsensusResult, RoundRecord
 from ensemble.contracts import ContextError
 
@@ -151,7 +151,7 @@ def _ingress(token_sha256: str | None) -> Any:
             return await guarded(request, lambda rid: admitted(self.admission, lambda: self._consensus(request, rid)))
 
         async def _consensus(self, request: Request, rid: str) -> Any:
-            body = parse_request(ConsensusRequest, await read_body(request, self.limits.max_body_bytes))
+            body = parse_request(ConsensusRequest, await read_body(request, self.limits.max_body_bytes or DEFAULT_BODY_BYTES))
             reason = check_size(body, self.limits)
             if reason:
                 raise RequestFault(413, reason)

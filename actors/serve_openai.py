@@ -1,7 +1,8 @@
 """OpenAI-compatible endpoints of the text tasks: ``/v1/chat/completions``, ``/v1/completions``, ``/v1/models``.
 
 A chat's last user message (or a completion's prompt) becomes the task's request through
-:meth:`~ensemble.contracts.Task.text_request`; ``model`` names the task's system (e.g. ``ensemble@1``;
+:meth:`~ensemble.contracts.Task.text_request`: its text is the prompt, its ``image_url`` / ``video_url``
+content parts (base64 ``data:`` URLs only; nothing is fetched) the attached media (video QA's video); ``model`` names the task's system (e.g. ``ensemble@1``;
 any name that is not a system, such as ``"default"``, means the default system). The answer is the
 task's response text; the consensus rounds and the per-scorer attribution travel in the extension
 field ``consensus``. With ``"stream": true`` the answer streams as server-sent events: one chunk per
@@ -11,11 +12,13 @@ consensus round as it ends (empty delta, the round in ``consensus.round``), then
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import time
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator
 
@@ -32,13 +35,77 @@ class _OpenAIRequest(BaseModel):
     n: StrictInt = Field(1, ge=1, le=1, description="only 1 choice")
 
 
+class TextPart(BaseModel):
+    """A text content part."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    type: Literal["text"]
+    text: StrictStr = Field(max_length=4000)
+
+
+class MediaURL(BaseModel):
+    """A media reference: a ``data:`` URL (base64); the server fetches nothing."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    url: StrictStr = Field(min_length=5)
+
+
+class ImagePart(BaseModel):
+    """An image content part (OpenAI's ``image_url``); a GIF or a one-frame image is a video."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    type: Literal["image_url"]
+    image_url: MediaURL
+
+
+class VideoPart(BaseModel):
+    """A video content part (``video_url``, as OpenAI-compatible video servers name it)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    type: Literal["video_url"]
+    video_url: MediaURL
+
+
+ContentPart = Annotated[TextPart | ImagePart | VideoPart, Field(discriminator="type")]
+
+
+def data_url_bytes(url: str) -> bytes:
+    """The bytes of a base64 ``data:`` URL; ``ValueError`` with the reason for anything else."""
+    if not url.startswith("data:"):
+        raise ValueError("media must be a base64 data: URL (data:<type>;base64,…); this server fetches no URLs")
+    header, sep, payload = url.partition(",")
+    if not sep or not header.endswith(";base64"):
+        raise ValueError("media data: URL must be base64 (data:<type>;base64,…)")
+    try:
+        return base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("media data: URL holds invalid base64") from None
+
+
 class ChatMessage(BaseModel):
-    """One chat message; ``content`` is text."""
+    """One chat message; ``content`` is text, or a list of text, image and video parts."""
 
     model_config = ConfigDict(extra="ignore")
 
     role: Literal["system", "user", "assistant", "developer"]
-    content: StrictStr = Field(max_length=4000)
+    content: StrictStr | list[ContentPart] = Field(max_length=4000)
+
+    def text(self) -> str:
+        """The message's text (text parts joined by spaces)."""
+        if isinstance(self.content, str):
+            return self.content
+        return " ".join(p.text.strip() for p in self.content if isinstance(p, TextPart) and p.text.strip())
+
+    def media(self) -> tuple[bytes, ...]:
+        """The decoded image and video parts, in order (``ValueError`` for a part that is not a data: URL)."""
+        if isinstance(self.content, str):
+            return ()
+        return tuple(data_url_bytes((p.image_url if isinstance(p, ImagePart) else p.video_url).url)
+                     for p in self.content if not isinstance(p, TextPart))
 
 
 class ChatRequest(_OpenAIRequest):
@@ -49,12 +116,20 @@ class ChatRequest(_OpenAIRequest):
     @field_validator("messages")
     @classmethod
     def _has_user(cls, value: list[ChatMessage]) -> list[ChatMessage]:
-        if not any(m.role == "user" and m.content.strip() for m in value):
-            raise ValueError("messages need a non-empty user message")
+        if not any(m.role == "user" and m.text().strip() for m in value):
+            raise ValueError("messages need a user message with text")
         return value
 
+    def _last_user(self) -> ChatMessage:
+        return next(m for m in reversed(self.messages) if m.role == "user" and m.text().strip())
+
     def prompt(self) -> str:
-        return next(m.content for m in reversed(self.messages) if m.role == "user" and m.content.strip())
+        """The text of the last user message with text."""
+        return self._last_user().text()
+
+    def media(self) -> tuple[bytes, ...]:
+        """The images and videos attached to that message."""
+        return self._last_user().media()
 
 
 class CompletionRequest(_OpenAIRequest):

@@ -15,8 +15,9 @@ class ServeLimits:
 
     max_context_chars: int = 8000
     """Largest accepted context, measured as its JSON text."""
-    max_body_bytes: int = 65536
-    """Largest accepted request body, enforced while reading it (before parsing): 413 beyond."""
+    max_body_bytes: int | None = None
+    """Largest accepted request body, enforced while reading it (before parsing): 413 beyond. ``None``:
+    the task's own limit (:attr:`ensemble.contracts.Task.max_request_bytes`; 64 KiB for the demo app)."""
     max_ongoing_requests: int = 16
     """Requests one ingress replica works on at once (consensus loops run concurrently)."""
     max_queued_requests: int = 64
@@ -31,8 +32,12 @@ class ServeLimits:
 
     def __post_init__(self) -> None:
         for name, value in asdict(self).items():
-            if not isinstance(value, bool) and value <= 0:
+            if value is not None and not isinstance(value, bool) and value <= 0:
                 raise ValueError(f"ServeLimits.{name}={value} must be positive")
+
+
+DEFAULT_BODY_BYTES = 65536
+"""The body limit of apps whose requests carry no uploads."""
 
 
 class ConsensusRequest(BaseModel):

@@ -13,6 +13,7 @@ one-line reason; server faults a 500 with the request id (see :mod:`actors.serve
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import time
 from typing import Any
@@ -55,6 +56,8 @@ def build_task_app(spec: Any, workers: list[Any], limits: ServeLimits | None = N
     if not workers:
         raise ValueError("the task app needs at least one solver worker")
     limits = limits or ServeLimits()
+    if limits.max_body_bytes is None:  # the task's own limit (uploads need more than a question)
+        limits = dataclasses.replace(limits, max_body_bytes=task.max_request_bytes)
     text_task = type(task).text_request is not Task.text_request
     api = FastAPI(title=f"iterative-consensus: {spec.task}",
                   description=f"{spec.task}: a generator guided by an ensemble of scorers (iterative consensus)")
@@ -173,8 +176,9 @@ def build_task_app(spec: Any, workers: list[Any], limits: ServeLimits | None = N
                                  await read_body(request, self.limits.max_body_bytes))
             prompt = body.prompt() if chat else body.prompt
             try:
+                media = body.media() if chat else ()
                 task_request = self.task.text_request(prompt, oa.pick_system(body.model, self.solver.systems()),
-                                                      body.seed)
+                                                      body.seed, media)
             except ValueError as err:
                 raise RequestFault(400, one_line(err)) from None
             item, system, seed = self._prepare(task_request)

@@ -197,6 +197,9 @@ class Task(ABC):
     name: ClassVar[str] = ""
     #: Items an evaluation draws when none are asked for.
     default_n: ClassVar[int] = 100
+    #: Largest Serve request body (bytes, checked before parsing) unless the server sets its own limit;
+    #: tasks that take uploads (a video) raise it.
+    max_request_bytes: ClassVar[int] = 65536
 
     @abstractmethod
     def items(self, n: int, seed: int, split: str = "test") -> list[Item]:
@@ -241,9 +244,11 @@ class Task(ABC):
         """The Serve response of a result row (default: the row itself)."""
         return row
 
-    def text_request(self, prompt: str, system: str | None, seed: int) -> Any:
-        """A text task's Serve request for a plain prompt (OpenAI-compatible endpoints); ``system``
-        ``None`` means the default system. Tasks whose output is not text leave this unimplemented."""
+    def text_request(self, prompt: str, system: str | None, seed: int, media: tuple[bytes, ...] = ()) -> Any:
+        """A text task's Serve request for a prompt (OpenAI-compatible endpoints); ``system`` ``None``
+        means the default system; ``media``: the files attached to the message (images, videos), which a
+        task that takes none refuses with a ``ValueError``. Tasks whose output is not text leave this
+        unimplemented."""
         raise NotImplementedError(f"task {self.name!r} is not a text task")
 
     def response_text(self, response: dict[str, Any]) -> str:

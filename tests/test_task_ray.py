@@ -104,7 +104,18 @@ REQUESTS = {
               "seed": 2}, "answer"),
     "image": ({"prompt": "a red circle", "system": "all", "seed": 1}, "evaluator_class"),
     "robot": ({"scene_seed": 5, "system": "1view-cem", "seed": 1}, "success"),
+    "video_qa": ({"question": "what colour is the shape?", "system": "ensemble@1", "seed": 1}, "answer"),
 }
+
+
+def _noise_video() -> bytes:
+    """An mp4 of noise frames: larger as base64 than the 64 KiB body limit of text-only apps."""
+    import numpy as np
+
+    from ensemble.tasks.video_qa.video import encode_video
+
+    rng = np.random.default_rng(0)
+    return encode_video([rng.integers(0, 256, (128, 128, 3), dtype=np.uint8) for _ in range(12)])
 
 
 @pytest.mark.parametrize("task", sorted(REQUESTS))
@@ -125,6 +136,12 @@ def test_served_request_answers_what_the_solver_answers(ray_cluster, tmp_path, t
     try:
         url = start_task(spec, [worker], "127.0.0.1", _free_port(), name=f"test-{task}")
         body, key = REQUESTS[task]
+        if task == "video_qa":
+            import base64
+
+            video = base64.b64encode(_noise_video()).decode()
+            assert len(video) > 65536
+            body = {**body, "video_base64": video}
         resp = requests.post(f"{url}/v1/{task}", json=body, timeout=300)
         assert resp.status_code == 200, resp.text
         served = resp.json()
@@ -138,6 +155,18 @@ def test_served_request_answers_what_the_solver_answers(ray_cluster, tmp_path, t
             assert served["plan"] == expected["plan"] and served["views_gif_b64"]
         if task == "image":
             assert served["images_png_b64"] == expected["images_png_b64"]
+        if task == "video_qa":  # also through the OpenAI client: the video as a data: URL content part
+            import openai
+
+            client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=300)
+            chat = client.chat.completions.create(model=body["system"], seed=body["seed"], messages=[
+                {"role": "user", "content": [{"type": "text", "text": body["question"]},
+                                             {"type": "video_url",
+                                              "video_url": {"url": f"data:video/mp4;base64,{body['video_base64']}"}}]}])
+            assert chat.choices[0].message.content == served["output"] == expected["output"]
+            assert chat.model_extra["consensus"]["answer"] == served["answer"]
+            with pytest.raises(openai.BadRequestError, match="exactly one video"):
+                client.chat.completions.create(model="lm@1", messages=[{"role": "user", "content": "what colour?"}])
         bad = requests.post(f"{url}/v1/{task}", json={**body, "system": "nope"}, timeout=60)
         assert bad.status_code == 400 and "unknown system" in bad.json()["detail"]
         bad = requests.post(f"{url}/v1/{task}", json={**body, "seed": "x"}, timeout=60)

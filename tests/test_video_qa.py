@@ -225,6 +225,39 @@ def test_serve_request_caps_and_validates_the_upload(tmp_path):
         VideoQARequest(question="q", video_base64=good, extra=1)
 
 
+def test_openai_chat_message_with_a_video_part_becomes_the_video_request():
+    import base64
+
+    from actors.serve_openai import ChatRequest, data_url_bytes
+    from ensemble.tasks.math.task import MathTask
+    from ensemble.tasks.video_qa.serve import MAX_UPLOAD_BYTES, request_video
+    from ensemble.tasks.video_qa.task import VideoQATask
+    from ensemble.tasks.video_qa.video import encode_video
+
+    video = encode_video(_clip(6))
+    url = "data:video/mp4;base64," + base64.b64encode(video).decode()
+    chat = ChatRequest(model="lm@1", messages=[
+        {"role": "user", "content": "ignored: an earlier turn"},
+        {"role": "user", "content": [{"type": "text", "text": "what moved?"}, {"type": "video_url", "video_url": {"url": url}}]}])
+    assert chat.prompt() == "what moved?" and chat.media() == (video,)
+    task = VideoQATask()
+    request = task.text_request(chat.prompt(), "lm@1", 3, chat.media())
+    assert (request.question, request.system, request.seed) == ("what moved?", "lm@1", 3)
+    assert request_video(request) == video
+    with pytest.raises(ValueError, match="exactly one video"):
+        task.text_request("what moved?", None, 0, ())
+    with pytest.raises(ValueError, match="only text"):
+        MathTask().text_request("1 + 1?", None, 0, (video,))
+    with pytest.raises(ValueError, match="fetches no URLs"):
+        data_url_bytes("https://example.com/a.mp4")
+    with pytest.raises(ValueError, match="must be base64"):
+        data_url_bytes("data:video/mp4,rawbytes")
+    with pytest.raises(ValueError, match="invalid base64"):
+        data_url_bytes("data:video/mp4;base64,@@@@")
+    # the served body limit fits the largest upload as base64
+    assert task.max_request_bytes > 4 * (MAX_UPLOAD_BYTES // 3) > MathTask.max_request_bytes
+
+
 def test_run_command_answers_a_question_about_a_video_file(tmp_path, capsys):
     from actors.cli import main
     from ensemble.tasks.video_qa.video import encode_video

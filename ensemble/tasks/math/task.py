@@ -192,10 +192,12 @@ class MathTask(Task):
 
         return math_response(row)
 
-    def text_request(self, prompt: str, system: str | None, seed: int) -> Any:
-        """The math request of a chat or completion prompt: the prompt is the word problem."""
+    def text_request(self, prompt: str, system: str | None, seed: int, media: tuple[bytes, ...] = ()) -> Any:
+        """The math request of a chat or completion prompt: the prompt is the word problem (no attachments)."""
         from ensemble.tasks.math.serve import MathRequest
 
+        if media:
+            raise ValueError("the math task reads only text: remove the attached image/video parts")
         fields = {"question": prompt, "seed": seed} | ({"system": system} if system else {})
         return MathRequest(**fields)
 

@@ -49,6 +49,8 @@ class VideoQATask(Task):
 
     name = "video_qa"
     default_n = 500
+    #: A 16 MiB video as base64 (``serve.MAX_UPLOAD_BYTES``) and the JSON around it.
+    max_request_bytes = 4 * (16 * 2**20 // 3 + 1) + 65536
 
     def __init__(self, source: str = "easyvqa", questions: str | None = None, videos: str | None = None,
                  chat: bool | None = None) -> None:
@@ -143,3 +145,19 @@ class VideoQATask(Task):
         from ensemble.tasks.video_qa.serve import video_qa_response
 
         return video_qa_response(row)
+
+    def text_request(self, prompt: str, system: str | None, seed: int, media: tuple[bytes, ...] = ()) -> Any:
+        """The request of a chat message: its text is the question, its one attached image or video the video."""
+        import base64
+
+        from ensemble.tasks.video_qa.serve import VideoQARequest
+
+        if len(media) != 1:
+            raise ValueError(f"attach exactly one video (or image) to the question as an image_url or video_url "
+                             f"content part with a data: URL; got {len(media)}")
+        fields = {"question": prompt, "video_base64": base64.b64encode(media[0]).decode(), "seed": seed}
+        return VideoQARequest(**fields | ({"system": system} if system else {}))
+
+    def response_text(self, response: dict[str, Any]) -> str:
+        """The answer as the LM wrote it."""
+        return response["output"]
