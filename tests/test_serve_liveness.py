@@ -81,6 +81,7 @@ def test_a_scorer_gone_for_good_is_refused_unless_degrading(ray_cluster):
 
 
 @pytest.mark.ray
+@pytest.mark.stress
 def test_a_hung_scorer_is_dropped_after_the_per_call_timeout(ray_cluster):
     """Reproduction 7: a hung scorer blocked every loop (only Serve's 600 s limit ended it)."""
     import requests
