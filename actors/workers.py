@@ -183,6 +183,20 @@ def split_output(out: ScoreOutput, sizes: Sequence[int]) -> list[ScoreOutput]:
             for s, g in zip(score_parts, grad_parts, strict=True)]
 
 
+class Cancelled(RuntimeError):
+    """A solver call stopped because its caller cancelled it."""
+
+
+def _cancelled() -> bool:
+    """Whether the running Ray actor task was cancelled (``False`` outside a Ray task)."""
+    try:
+        import ray
+
+        return bool(ray.get_runtime_context().is_canceled())
+    except Exception:  # noqa: BLE001 - not in a task (local use), or a Ray without the flag
+        return False
+
+
 class SolverWorker:
     """Serves a task's solver, built where it runs from a small picklable spec.
 
@@ -205,10 +219,14 @@ class SolverWorker:
         return self.health()
 
     def solve(self, item: Any, system: str, seed: int) -> dict[str, Any]:
-        """One item: the solver's result row."""
+        """One item: the solver's result row. A ``ray.cancel`` of the call stops the run after its current
+        round (the consensus callback checks the task's cancellation flag) and raises :class:`Cancelled`."""
         self.setup()
         self.calls += 1
-        return self.solver.solve(item, system, seed)
+        row = self.solver.solve(item, system, seed, callback=lambda _record, _state: _cancelled())
+        if _cancelled():
+            raise Cancelled(f"{system} on {item.id} was cancelled by its caller")
+        return row
 
     def solve_stream(self, item: Any, system: str, seed: int) -> Any:
         """One item, streamed: ``{"round": record}`` as each consensus round ends, then ``{"row": row}``.
@@ -225,20 +243,42 @@ class SolverWorker:
         self.calls += 1
         rounds: queue.Queue = queue.Queue()
         done: dict[str, Any] = {}
+        stop = threading.Event()  # set when the caller cancels or drops the stream: the loop ends after its round
+
+        def on_round(record: Any, _state: Any) -> bool:
+            rounds.put(jsonable(record.to_dict()))
+            return stop.is_set()
 
         def work() -> None:
             try:
-                done["row"] = self.solver.solve(item, system, seed,
-                                                callback=lambda record, _state: rounds.put(jsonable(record.to_dict())))
+                done["row"] = self.solver.solve(item, system, seed, callback=on_round)
             except BaseException as err:  # noqa: BLE001 - re-raised in the stream
                 done["error"] = err
             rounds.put(None)
 
-        threading.Thread(target=work, daemon=True).start()
-        while (record := rounds.get()) is not None:
-            yield {"round": record}
+        solving = threading.Thread(target=work, daemon=True)
+        solving.start()
+        try:
+            while True:
+                try:
+                    record = rounds.get(timeout=0.2)
+                except queue.Empty:
+                    if _cancelled():  # the flag is readable only from this (the task's) thread
+                        stop.set()
+                        solving.join()
+                        raise Cancelled(f"{system} on {item.id} was cancelled by its caller") from None
+                    continue
+                if record is None:
+                    break
+                if _cancelled():
+                    stop.set()
+                yield {"round": record}
+        finally:
+            stop.set()  # also when the generator is closed early
         if "error" in done:
             raise done["error"]
+        if _cancelled():
+            raise Cancelled(f"{system} on {item.id} was cancelled by its caller")
         yield {"row": done["row"]}
 
     def health(self) -> dict[str, Any]:

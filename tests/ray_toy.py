@@ -54,3 +54,48 @@ class HangingScorer(Scorer):
             time.sleep(3600)
         x = torch.as_tensor(candidates, dtype=torch.float32)
         return ScoreOutput(scores=-x.pow(2).sum(1))
+
+
+class _Round:
+    """A round record as the stream sends it."""
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"round": self.index}
+
+
+class SlowSolver:
+    """A solver whose run takes ``rounds`` × ``seconds``; its callback can stop it (as consensus loops do)."""
+
+    def __init__(self, rounds: int, seconds: float) -> None:
+        self.rounds, self.seconds = rounds, seconds
+
+    def systems(self) -> list[str]:
+        return ["slow"]
+
+    def solve(self, item: Item, system: str, seed: int = 0, callback: Any = None) -> dict[str, Any]:
+        import time
+
+        from ensemble.contracts import make_row
+
+        t0, done = time.perf_counter(), 0
+        for r in range(self.rounds):
+            time.sleep(self.seconds)
+            done = r + 1
+            if callback is not None and callback(_Round(r), None):
+                break
+        return make_row(item, system, "slow", seed, done, 1.0, time.perf_counter() - t0)
+
+
+class SlowSpec:
+    """A picklable stand-in for :class:`~ensemble.contracts.SolverSpec` building a :class:`SlowSolver`."""
+
+    task = "slow"
+
+    def __init__(self, rounds: int = 300, seconds: float = 0.1) -> None:
+        self.rounds, self.seconds = rounds, seconds
+
+    def build(self) -> SlowSolver:
+        return SlowSolver(self.rounds, self.seconds)

@@ -107,3 +107,41 @@ def test_a_hung_scorer_is_dropped_after_the_per_call_timeout(ray_cluster):
     finally:
         serve.shutdown()
         runtime.shutdown()
+
+
+@pytest.mark.ray
+def test_a_cancelled_solver_call_frees_the_worker_after_its_current_round(ray_cluster):
+    """A timed-out or dropped request cancels its worker call: the run stops (it used to go on to its
+    last round, holding the worker). Plain and streamed calls of a 30 s run."""
+    import time
+
+    import ray
+    from ray_toy import SlowSpec
+
+    from actors.placement import Resources, spawn
+    from actors.workers import SolverWorker
+    from ensemble.contracts import Item
+
+    worker = spawn(SolverWorker, SlowSpec(rounds=300, seconds=0.1), resources=Resources(num_cpus=0.1))
+    try:
+        ray.get(worker.setup.remote(), timeout=120)
+        item = Item("x", {}, None, {"index": 0})
+        gen = worker.solve_stream.options(num_returns="streaming").remote(item, "slow", 0)
+        first = ray.get(next(gen), timeout=60)
+        assert first == {"round": {"round": 0}}
+        ray.cancel(gen)
+        t0 = time.monotonic()
+        assert ray.get(worker.health.remote(), timeout=60)["calls"] == 1
+        streamed_stop = time.monotonic() - t0
+
+        ref = worker.solve.remote(item, "slow", 0)
+        time.sleep(1.0)
+        ray.cancel(ref)
+        t0 = time.monotonic()
+        assert ray.get(worker.health.remote(), timeout=60)["calls"] == 2
+        plain_stop = time.monotonic() - t0
+        with pytest.raises((ray.exceptions.TaskCancelledError, ray.exceptions.RayTaskError)):
+            ray.get(ref, timeout=60)
+        assert streamed_stop < 10 and plain_stop < 10, (streamed_stop, plain_stop)  # the whole run is 30 s
+    finally:
+        ray.kill(worker, no_restart=True)
