@@ -165,3 +165,10 @@ def test_token_sources_and_open_binds_refused(tmp_path, monkeypatch, capsys):
     assert "needs" not in (err := capsys.readouterr().err) and "--host 0.0.0.0 exposes the endpoint" in err
     assert main(["serve", "math", "--tiny", "--host", "0.0.0.0"]) == 2
     assert "--token" in capsys.readouterr().err
+
+
+def test_degrade_is_refused_for_task_apps_where_workers_hold_the_whole_ensemble(capsys):
+    from actors.cli import main
+
+    assert main(["serve", "--degrade", "math"]) == 2  # refused before Ray starts
+    assert "--degrade applies to --preset/--spec apps" in capsys.readouterr().err

@@ -27,6 +27,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--spec", type=Path, help="a RunSpec JSON file (generator, scorers, ensemble, consensus)")
     src.add_argument("--preset", choices=PRESETS, default="demo", help="a built-in configuration (default: demo)")
     _add_common(p)
+    # Only RunSpec apps have scorer actors that can be lost one by one. In a task app every solver worker
+    # holds the whole ensemble: a lost worker leaves the others answering with every scorer.
+    p.add_argument("--degrade", action="store_true",
+                   help="keep answering when a scorer is gone for good (answers name the missing scorers); "
+                        "default: refuse with 503")
     p.add_argument("--coordinator-cpus", type=float, default=0.25,
                    help="CPUs per coordinator actor (it awaits scorers; default 0.25)")
     p.add_argument("--scorer-cpus", action="append", default=[], metavar="[NAME=]CPUS",
@@ -59,9 +64,6 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--route-prefix", default=None,
                    help="URL prefix of this app (default '/' when free, else '/<name>')")
     p.add_argument("--ingress-cpus", type=float, default=0.1, help="CPUs of the HTTP ingress replica (default 0.1)")
-    p.add_argument("--degrade", action="store_true",
-                   help="keep answering when a scorer is gone for good (answers name the missing scorers); "
-                        "default: refuse with 503")
     p.add_argument("--setup-timeout", type=float, default=600.0,
                    help="seconds to wait for the actors to build their models")
     p.add_argument("--coordinators", type=int, default=1, help="coordinator actors behind the endpoint")
@@ -142,7 +144,8 @@ def _limits(args: argparse.Namespace):
     from actors.serve_schema import ServeLimits
 
     return ServeLimits(max_ongoing_requests=args.max_ongoing, max_queued_requests=args.max_queued,
-                       request_timeout_s=args.timeout, ingress_cpus=args.ingress_cpus, degrade=args.degrade)
+                       request_timeout_s=args.timeout, ingress_cpus=args.ingress_cpus,
+                       degrade=getattr(args, "degrade", False))
 
 
 def _placement(args: argparse.Namespace, scorers: list[str]):
@@ -188,6 +191,9 @@ def run_task(args: argparse.Namespace) -> int:
     from actors.serve_task import start_task
     from actors.workers import SolverWorker
 
+    if getattr(args, "degrade", False):
+        raise ValueError("--degrade applies to --preset/--spec apps (scorer actors lost one by one); in a task app "
+                         "every solver worker holds the whole ensemble, and a lost worker leaves the others answering")
     spec = build_spec(args)
     if args.task == "robot":
         spec.settings["frames"] = True  # the response carries the camera views as a GIF
