@@ -334,3 +334,15 @@ def test_paper_scale_models_are_named_through_the_cli_and_the_resolver():
             SCORERS.make("video_clip", model=name)
     with pytest.raises(ValueError, match="--clips 'b32'"):
         cli.solver_spec(p.parse_args(["--clips", "b32"]))
+
+
+def test_bench_times_lm_zerocap_and_magic_side_by_side_on_train_questions(capsys):
+    from ensemble.tasks.video_qa.bench import main
+
+    assert main(["--tiny", "--n", "2", "--threads", "1"]) == 0
+    table = capsys.readouterr().out.split("train split")[-1]
+    lines = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+             for line in table.splitlines() if line.startswith("| ") and "decoder" not in line}
+    assert set(lines) == {"LM alone (blind)", "ZeroCap (context gradient)", "MAGIC-style (rerank)"}
+    assert float(lines["LM alone (blind)"][2]) == 0 and float(lines["ZeroCap (context gradient)"][2]) > 0
+    assert float(lines["MAGIC-style (rerank)"][2]) > 0 and all(v[0] == "2" for v in lines.values())
