@@ -337,9 +337,9 @@ def test_paper_scale_models_are_named_through_the_cli_and_the_resolver():
 
 
 def test_bench_times_lm_zerocap_and_magic_side_by_side_on_train_questions(capsys):
-    from ensemble.tasks.video_qa.bench import main
+    from actors.cli import main
 
-    assert main(["--tiny", "--n", "2", "--threads", "1"]) == 0
+    assert main(["bench", "video_qa", "--tiny", "--n", "2", "--threads", "1"]) == 0
     table = capsys.readouterr().out.split("train split")[-1]
     lines = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
              for line in table.splitlines() if line.startswith("| ") and "decoder" not in line}

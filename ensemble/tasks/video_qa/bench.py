@@ -94,13 +94,3 @@ def run(args: argparse.Namespace) -> int:
                           "correct"], rows))
     return 0
 
-
-def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point (``python -m ensemble.tasks.video_qa.bench``)."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
