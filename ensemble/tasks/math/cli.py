@@ -141,8 +141,10 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Solve one problem; show the rounds where a verifier moved the token, then the solution."""
     from ensemble.contracts import Item
+    from ensemble.eval.beams import LM_ALONE
+    from ensemble.eval.guided_lm import ROUND_HEADER, round_rows
     from ensemble.eval.table import markdown_table
-    from ensemble.tasks.math.solver import LM_ALONE, MathEvaluator
+    from ensemble.tasks.math.solver import MathEvaluator
 
     spec = spec_from_args(args)
     system = f"{args.system}@{args.beam}"
@@ -153,19 +155,9 @@ def run(args: argparse.Namespace) -> int:
                           callback=lambda rec, state: records.append(rec))
     extras = row["extras"]
     if args.system != LM_ALONE:
-        shown = []
-        for r in records:
-            info = r.info
-            if info.get("final"):
-                continue
-            committed = (info.get("committed") or [""])[0]
-            moved = [n for n, t in info.get("scorer_top", {}).items() if t == committed and t != info.get("lm_top")]
-            if args.all_rounds or moved:
-                shown.append([r.round, info.get("n_tokens"), repr(info.get("lm_top")), repr(committed),
-                              ", ".join(f"{n}:{t!r}" for n, t in info.get("scorer_top", {}).items()),
-                              ", ".join(moved) or "–", r.n_candidates])
+        shown = round_rows(records, args.all_rounds)
         print(f"## rounds ({len(records)} in total; {'all' if args.all_rounds else 'those where a scorer moved the token'})\n")
-        print(markdown_table(["round", "token #", "LM top", "committed", "each scorer's favourite", "moved by", "candidates"], shown))
+        print(markdown_table(ROUND_HEADER, shown))
         print(f"\nmoved tokens per scorer: { {n: s['moved'] for n, s in row['scorers'].items()} }")
         final = next((r for r in records if r.info.get("final")), None)
         if final is not None:

@@ -10,15 +10,13 @@ from it where it runs (once) and solves one item per call into a row of the one 
 
 from __future__ import annotations
 
-import dataclasses
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ensemble.contracts import Item, Solver, make_row
+from ensemble.contracts import Item, make_row
 from ensemble.eval.beams import ENSEMBLE, LM_ALONE, beam_rows, beam_table, split_system
-from ensemble.eval.seeds import run_seed
+from ensemble.eval.guided_lm import GuidedLMSolver
 from ensemble.results import config_hash
 
 GUIDANCE_KNOBS = frozenset({"top_k", "min_p", "score_results", "steps_per_token", "step_size", "temperature",
@@ -118,7 +116,7 @@ class EvalSpec:
                             "system": system, "beam": beam})
 
 
-class MathEvaluator(Solver):
+class MathEvaluator(GuidedLMSolver):
     """Builds the LM, the verifiers and the task from an :class:`EvalSpec` and solves items.
 
     Args:
@@ -130,71 +128,17 @@ class MathEvaluator(Solver):
     def __init__(self, spec: EvalSpec, lm: tuple[Any, Any] | None = None, scorers: dict[str, Any] | None = None) -> None:
         from ensemble.tasks.math.task import MathTask
 
-        self.spec = spec
-        self.task = MathTask(**spec.task)
-        self._hashes: dict[str, str] = {}
-        self._given_lm, self._given_scorers = lm, scorers
-        self._generator: Any = None
-        self._scorers: dict[str, Any] | None = None
+        super().__init__(spec, MathTask(**spec.task), lm, scorers)
 
-    def setup(self) -> None:
-        """Load the LM and the verifiers (once; :meth:`solve` calls it). Building the solver is cheap."""
-        if self._generator is not None:
-            return
-        import torch
+    def token_settings(self) -> dict[str, Any]:
+        """The task's stop strings and the spec's token-rule overrides."""
+        return {"stop_strings": self.task.stop_strings, **self.spec.token}
 
-        from ensemble.generators.causal_lm import CausalLMGenerator
+    def build_scorers(self) -> dict[str, Any]:
+        """The verifiers of the spec, from the scorer registry."""
         from ensemble.registry import SCORERS
 
-        spec = self.spec
-        if spec.threads:
-            torch.set_num_threads(spec.threads)
-        if self._given_lm is not None:
-            model, tokenizer = self._given_lm
-        else:
-            from ensemble.models import load_causal_lm
-
-            model, tokenizer = load_causal_lm(spec.lm, device=spec.device)
-        token = {"stop_strings": self.task.stop_strings, **spec.token}
-        self._generator = CausalLMGenerator(model, tokenizer, device=spec.device,
-                                            **self.task.generator_hooks(tokenizer), **token)
-        self.base_config = self._generator.config
-        self._scorers = dict(self._given_scorers) if self._given_scorers is not None else {
-            name: SCORERS.make(name, **kwargs) for name, kwargs in spec.verifiers.items()
-        }
-
-    @property
-    def generator(self) -> Any:
-        """The guided LM (loaded on first use)."""
-        self.setup()
-        return self._generator
-
-    @property
-    def scorers(self) -> dict[str, Any]:
-        """The verifier scorers by name (loaded on first use)."""
-        self.setup()
-        return self._scorers
-
-    def _ensemble(self, system: str) -> Any:
-        from ensemble.aggregate import ScorerEnsemble
-        from ensemble.config import EnsembleConfig
-
-        names = list(self.scorers) if system == ENSEMBLE else [system]
-        return ScorerEnsemble({n: self.scorers[n] for n in names}, EnsembleConfig(
-            weights=dict(self.spec.weights) if system == ENSEMBLE else {}, normalisation=self.spec.normalisation))
-
-    def systems(self) -> list[str]:
-        """The default systems (every base at every beam size of the spec)."""
-        return self.spec.systems()
-
-    def check_systems(self, systems: list[str]) -> None:
-        self.spec.check_systems(systems)
-
-    def config_hash(self, system: str) -> str:
-        """The spec's hash of ``system`` (cached: checkpoint fingerprints read files)."""
-        if system not in self._hashes:
-            self._hashes[system] = self.spec.hash(*split_system(system, self.spec.bases()))
-        return self._hashes[system]
+        return {name: SCORERS.make(name, **kwargs) for name, kwargs in self.spec.verifiers.items()}
 
     def solve(self, item: Item, system: str, seed: int = 0, callback: Callable[[Any, Any], Any] | None = None) -> dict[str, Any]:
         """Solve ``item`` with ``system`` (``"<base>@<beam>"``); the result row.
@@ -205,36 +149,19 @@ class MathEvaluator(Solver):
         guided systems ``rounds``, and with a final selection round ``final_changed`` (the verifiers
         picked another finished beam than the LM would have).
         """
-        import torch
-
-        from ensemble.config import ConsensusConfig
-        from ensemble.consensus import run_consensus
-
-        base, beam = split_system(system, self.spec.bases())
-        self.setup()
-        cfg = dataclasses.replace(self.base_config, beam_size=beam)
-        self.generator.config = cfg
-        seed_run = run_seed(seed, item)
-        torch.manual_seed(seed_run)
-        t0 = time.perf_counter()
-        extras: dict[str, Any] = {"base": base, "beam": beam}
+        run = self.decode(item, system, seed, callback=callback)
+        extras: dict[str, Any] = {"base": run.base, "beam": run.beam}
         scorers: dict[str, Any] = {}
-        if base == LM_ALONE:
-            output = self.generator.generate_plain(item.context, seed=seed_run)
-        else:
-            budget = cfg.max_new_tokens * cfg.steps_per_token * 4 + 8
-            res = run_consensus(self.generator, self._ensemble(base), item.context,
-                                ConsensusConfig(max_rounds=budget, seed=seed_run), callback=callback)
-            output = res.output
-            extras["rounds"] = len(res.rounds)
-            scorers = {name: {"moved": n} for name, n in moved_tokens(res.rounds).items()}
-            final = [r.info for r in res.rounds if r.info.get("final")]
+        if run.result is not None:
+            extras["rounds"] = len(run.result.rounds)
+            scorers = {name: {"moved": n} for name, n in moved_tokens(run.result.rounds).items()}
+            final = [r.info for r in run.result.rounds if r.info.get("final")]
             if final:  # the verifiers' pick among the finished beams vs the LM's own
                 extras["final_changed"] = final[-1]["chosen"] != final[-1]["lm_choice"]
-        answer = self.task.answer(output, item)
-        seconds = time.perf_counter() - t0
-        n_tokens = len(self.generator.tokenizer(output, add_special_tokens=False)["input_ids"])
-        extras.update(output=output, target=item.target, tokens=n_tokens,
+        answer = self.task.answer(run.output, item)
+        seconds = run.seconds()
+        n_tokens = self.n_tokens(run.output)
+        extras.update(output=run.output, target=item.target, tokens=n_tokens,
                       tokens_per_s=round(n_tokens / max(seconds, 1e-9), 3))
         return make_row(item, system, self.config_hash(system), seed, answer, self.task.metric(answer, item),
                         seconds, scorers=scorers, extras=extras)

@@ -106,8 +106,10 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Answer one question; show the rounds where a CLIP moved the token, then the answer."""
     from ensemble.contracts import Item
+    from ensemble.eval.beams import LM_ALONE, split_system
+    from ensemble.eval.guided_lm import ROUND_HEADER, round_rows
     from ensemble.eval.table import markdown_table
-    from ensemble.tasks.video_qa.solver import LM_ALONE, VideoQASolver, split_system
+    from ensemble.tasks.video_qa.solver import VideoQASolver
     from ensemble.tasks.video_qa.task import VideoQATask
 
     spec = spec_from_args(args)
@@ -119,19 +121,10 @@ def run(args: argparse.Namespace) -> int:
                        callback=lambda rec, state: records.append(rec))
     extras = row["extras"]
     if args.system != LM_ALONE:
-        shown = []
-        for r in records:
-            info = r.info
-            committed = (info.get("committed") or [""])[0]
-            moved = [n for n, t in info.get("scorer_top", {}).items() if t == committed and t != info.get("lm_top")]
-            if args.all_rounds or moved:
-                shown.append([r.round, info.get("n_tokens"), repr(info.get("lm_top")), repr(committed),
-                              ", ".join(f"{n}:{t!r}" for n, t in info.get("scorer_top", {}).items()),
-                              ", ".join(moved) or "–", r.n_candidates])
+        shown = round_rows(records, args.all_rounds)
         what = "all" if args.all_rounds else "those where a CLIP moved the token"
         print(f"## rounds ({len(records)} in total, {extras.get('frames')} frames, {spec.mode} mode; {what})\n")
-        print(markdown_table(["round", "token #", "LM top", "committed", "each CLIP's favourite", "moved by",
-                              "candidates"], shown) if shown else "(no token was moved by a CLIP)")
+        print(markdown_table(ROUND_HEADER, shown) if shown else "(no token was moved by a CLIP)")
         print(f"\nmoved tokens per CLIP: { {n: s['moved'] for n, s in row['scorers'].items()} }")
     print(f"\noutput ({args.system}, beam {args.beam}, {row['timings']['seconds']:.1f}s): {extras['output']!r}")
     print(f"answer: {row['answer']}")

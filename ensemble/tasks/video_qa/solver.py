@@ -15,15 +15,13 @@ the CLIPs from it where it runs and solves one item per call into a row of the o
 
 from __future__ import annotations
 
-import dataclasses
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ensemble.contracts import Item, Solver, make_row
-from ensemble.eval.beams import ENSEMBLE, LM_ALONE, beam_table, split_system
-from ensemble.eval.seeds import run_seed
+from ensemble.contracts import Item, make_row
+from ensemble.eval.beams import ENSEMBLE, LM_ALONE, beam_table
+from ensemble.eval.guided_lm import GuidedLMSolver
 from ensemble.results import config_hash
 
 MODES = ("zerocap", "magic")
@@ -119,7 +117,7 @@ class VideoQASpec:
                             "weights": dict(sorted(self.weights.items())) if system == ENSEMBLE else None})
 
 
-class VideoQASolver(Solver):
+class VideoQASolver(GuidedLMSolver):
     """Builds the LM and the CLIP scorers from a :class:`VideoQASpec` and answers questions.
 
     Args:
@@ -133,71 +131,18 @@ class VideoQASolver(Solver):
                  scorers: dict[str, Any] | None = None) -> None:
         from ensemble.tasks.video_qa.task import VideoQATask
 
-        self.spec = spec
-        self.task = task or VideoQATask()
-        self._given_lm, self._given_scorers = lm, scorers
-        self._generator: Any = None
-        self._scorers: dict[str, Any] | None = None
-        self._hashes: dict[str, str] = {}
+        super().__init__(spec, task or VideoQATask(), lm, scorers)
 
-    def setup(self) -> None:
-        """Load the LM and the CLIPs (once; :meth:`solve` calls it). Building the solver is cheap."""
-        if self._generator is not None:
-            return
-        import torch
+    def token_settings(self) -> dict[str, Any]:
+        """The mode's token rule (:meth:`VideoQASpec.token_config`)."""
+        return self.spec.token_config()
 
-        from ensemble.generators.causal_lm import CausalLMGenerator
+    def build_scorers(self) -> dict[str, Any]:
+        """One ``video_clip`` scorer per CLIP of the spec."""
         from ensemble.registry import SCORERS
 
-        spec = self.spec
-        if spec.threads:
-            torch.set_num_threads(spec.threads)
-        if self._given_lm is not None:
-            model, tokenizer = self._given_lm
-        else:
-            from ensemble.models import load_causal_lm
-
-            model, tokenizer = load_causal_lm(spec.lm, device=spec.device)
-        self._generator = CausalLMGenerator(model, tokenizer, device=spec.device,
-                                            **self.task.generator_hooks(tokenizer), **spec.token_config())
-        self.base_config = self._generator.config
-        self._scorers = dict(self._given_scorers) if self._given_scorers is not None else {
-            name: SCORERS.make("video_clip", **{"device": spec.device, **kwargs}) for name, kwargs in spec.clips.items()
-        }
-
-    @property
-    def generator(self) -> Any:
-        """The guided LM (loaded on first use)."""
-        self.setup()
-        return self._generator
-
-    @property
-    def scorers(self) -> dict[str, Any]:
-        """The CLIP scorers by name (loaded on first use)."""
-        self.setup()
-        return self._scorers
-
-    def systems(self) -> list[str]:
-        """The default systems (every base at every beam size of the spec)."""
-        return self.spec.systems()
-
-    def check_systems(self, systems: list[str]) -> None:
-        for system in systems:
-            split_system(system, self.spec.bases())
-
-    def config_hash(self, system: str) -> str:
-        """The spec's hash of ``system`` (cached)."""
-        if system not in self._hashes:
-            self._hashes[system] = self.spec.hash(*split_system(system, self.spec.bases()))
-        return self._hashes[system]
-
-    def _ensemble(self, base: str) -> Any:
-        from ensemble.aggregate import ScorerEnsemble
-        from ensemble.config import EnsembleConfig
-
-        names = list(self.scorers) if base == ENSEMBLE else [base]
-        return ScorerEnsemble({n: self.scorers[n] for n in names}, EnsembleConfig(
-            weights=dict(self.spec.weights) if base == ENSEMBLE else {}, normalisation=self.spec.normalisation))
+        return {name: SCORERS.make("video_clip", **{"device": self.spec.device, **kwargs})
+                for name, kwargs in self.spec.clips.items()}
 
     def frames(self, context: dict[str, Any]) -> Any:
         """The video of ``context`` as ``[K, 3, H, W]`` (K = ``spec.frames``, sampled uniformly)."""
@@ -212,38 +157,25 @@ class VideoQASolver(Solver):
         where that CLIP's favourite differed from the LM's top token and the committed token followed it.
         ``extras``: ``output``, ``target``, ``base``, ``beam``, ``mode``, ``tokens``, and for guided systems
         ``rounds`` and ``moved_rounds`` (token number, LM's top token, committed token, the CLIPs that moved it).
+        The LM alone is blind: the video is never read.
         """
-        import torch
+        seen: dict[str, Any] = {}
 
-        from ensemble.config import ConsensusConfig
-        from ensemble.consensus import run_consensus
+        def guided_context() -> dict[str, Any]:
+            seen["frames"] = self.frames(item.context)
+            return {"question": item.context["question"], "frames": seen["frames"]}
 
-        base, beam = split_system(system, self.spec.bases())
-        self.setup()
-        cfg = dataclasses.replace(self.base_config, beam_size=beam)
-        self.generator.config = cfg
-        seed_run = run_seed(seed, item)
-        torch.manual_seed(seed_run)
-        t0 = time.perf_counter()
-        extras: dict[str, Any] = {"base": base, "beam": beam}
+        run = self.decode(item, system, seed, guided_context=guided_context, callback=callback)
+        extras: dict[str, Any] = {"base": run.base, "beam": run.beam}
         scorers: dict[str, Any] = {}
-        if base == LM_ALONE:  # blind: the video is never read
-            output = self.generator.generate_plain(item.context, seed=seed_run)
-        else:
-            context = {"question": item.context["question"], "frames": self.frames(item.context)}
-            extras["mode"], extras["frames"] = self.spec.mode, int(context["frames"].shape[0])
-            budget = cfg.max_new_tokens * cfg.steps_per_token * 4 + 8
-            res = run_consensus(self.generator, self._ensemble(base), context,
-                                ConsensusConfig(max_rounds=budget, seed=seed_run), callback=callback)
-            output = res.output
-            moved = moved_rounds(res.rounds)
-            extras["rounds"], extras["moved_rounds"] = len(res.rounds), moved
-            names = list(self.scorers) if base == ENSEMBLE else [base]
-            scorers = {n: {"moved": sum(n in m["by"] for m in moved)} for n in names}
-        answer = self.task.answer(output, item)
-        seconds = time.perf_counter() - t0
-        n_tokens = len(self.generator.tokenizer(output, add_special_tokens=False)["input_ids"])
-        extras.update(output=output, target=item.target, tokens=n_tokens)
+        if run.result is not None:
+            moved = moved_rounds(run.result.rounds)
+            extras.update(mode=self.spec.mode, frames=int(seen["frames"].shape[0]), rounds=len(run.result.rounds),
+                          moved_rounds=moved)
+            scorers = {n: {"moved": sum(n in m["by"] for m in moved)} for n in self.scorer_names(run.base)}
+        answer = self.task.answer(run.output, item)
+        seconds = run.seconds()
+        extras.update(output=run.output, target=item.target, tokens=self.n_tokens(run.output))
         return make_row(item, system, self.config_hash(system), seed, answer, self.task.metric(answer, item),
                         seconds, scorers=scorers, extras=extras)
 
