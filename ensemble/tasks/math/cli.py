@@ -103,7 +103,9 @@ def _weights(text: str) -> dict[str, float]:
 # -- the task-CLI contract -----------------------------------------------------------------------------
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Flags of ``ensemble eval math`` / ``serve math`` beyond the generic ones."""
-    p.add_argument("--source", default="gsm_symbolic", help="gsm_symbolic or a GSM8K .jsonl path")
+    p.add_argument("--source", default="gsm_symbolic",
+                   help="gsm_symbolic (template-disjoint train/test splits), reasoning_gym:<dataset>[?key=value&...] "
+                        "(evaluation only, e.g. reasoning_gym:leg_counting), or a GSM8K .jsonl path")
     p.add_argument("--beams", type=int, nargs="+", default=[1, 5],
                    help="beam sizes of the default systems (a system is <base>@<beam>, e.g. ensemble@5)")
     add_model_flags(p)

@@ -13,7 +13,15 @@ from typing import Any
 
 from ensemble.contracts import Item, Task
 from ensemble.tasks.math.calculator import calculator_force
-from ensemble.tasks.math.data import Problem, extract_answer, gsm_symbolic, is_correct, read_jsonl
+from ensemble.tasks.math.data import (
+    REASONING_GYM_PREFIX,
+    Problem,
+    extract_answer,
+    gsm_symbolic,
+    is_correct,
+    read_jsonl,
+    reasoning_gym_problems,
+)
 
 EXAMPLE_QUESTION = (
     "Sara has 12 apples. She buys 3 bags with 8 apples each, then gives 10 apples to her friend. "
@@ -60,8 +68,10 @@ class MathTask(Task):
     """GSM8K-format math problems.
 
     Args:
-        source: ``"gsm_symbolic"`` (reasoning-gym, generated from the seed) or a path to a GSM8K
-            ``.jsonl`` file.
+        source: ``"gsm_symbolic"`` (reasoning-gym, generated from the seed; ``split`` picks the
+            template-disjoint train or test templates), ``"reasoning_gym:<dataset>[?key=value&…]"`` (another
+            numeric reasoning-gym set, evaluation only, e.g. ``reasoning_gym:leg_counting``) or a path to a
+            GSM8K ``.jsonl`` file.
         annotations: show and keep ``<<expr=value>>`` annotations in the prompt's worked example and in
             reference solutions (GSM8K's format). ``False`` (the default) uses the bare ``3*8=24`` format
             that small instruct LMs copy; the calculator completes either.
@@ -88,13 +98,16 @@ class MathTask(Task):
 
     # -- data -------------------------------------------------------------------------------------
     def problems(self, n: int, seed: int, split: str = "test") -> list[Problem]:
-        """``n`` problems from the source (``split="train"`` for training/tuning seeds)."""
+        """``n`` problems from the source (``split="train"``: GSM-Symbolic training and development templates,
+        disjoint from the ``"test"`` ones)."""
         if n < 1:
             raise ValueError(f"n={n} must be at least 1")
         if self.source == "gsm_symbolic":
             return gsm_symbolic(n, seed, split)
         if split != "test":
-            raise ValueError(f"a JSONL source serves its rows as given; split={split!r} needs source='gsm_symbolic'")
+            raise ValueError(f"source {self.source!r} is for evaluation only; split={split!r} needs source='gsm_symbolic'")
+        if self.source.startswith(REASONING_GYM_PREFIX):
+            return reasoning_gym_problems(self.source[len(REASONING_GYM_PREFIX):], n, seed)
         return read_jsonl(self.source, n)
 
     def items(self, n: int, seed: int, split: str = "test") -> list[Item]:
