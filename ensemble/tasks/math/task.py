@@ -23,6 +23,14 @@ from ensemble.tasks.math.data import (
     reasoning_gym_problems,
 )
 
+DEFAULT_LM = "smollm2-135m-instruct"
+"""The default generator: SmolLM2-135M-Instruct as packaged, *untuned*, prompted with one worked example.
+It keeps its general skill (a full fine-tune on GSM-Symbolic lost it on other problems) and needs no
+training; ``ensemble train generator`` still fine-tunes a copy (``--lm generators/smollm2-gsm --shots 0``)."""
+
+DEFAULT_SHOTS = 1
+"""Worked examples in the default generator's prompt."""
+
 EXAMPLE_QUESTION = (
     "Sara has 12 apples. She buys 3 bags with 8 apples each, then gives 10 apples to her friend. "
     "How many apples does Sara have now?"
@@ -172,7 +180,8 @@ class MathTask(Task):
             return {}
         return {"lm": "tiny-causal-lm", "verifiers": {"numeric_verifier": {"checkpoint": None},
                                                       "minilm_verifier": {"checkpoint": None, "encoder": "tiny-text-encoder"}},
-                "token": {"max_new_tokens": 6, "top_k": 4, "steps_per_token": 1, "min_p": 0.0}, "beams": (1, 2)}
+                "token": {"max_new_tokens": 6, "top_k": 4, "steps_per_token": 1, "min_p": 0.0}, "beams": (1, 2),
+                "task": {"shots": 0}}  # the tiny LM's context is too short for the worked example
 
     def build_solver(self, settings: dict[str, Any] | None = None) -> Any:
         """A :class:`~ensemble.tasks.math.solver.MathEvaluator` for ``settings`` (``EvalSpec`` fields;
@@ -180,7 +189,7 @@ class MathTask(Task):
         from ensemble.tasks.math.solver import EvalSpec, MathEvaluator
 
         settings = dict(settings or {})
-        settings["task"] = {**settings.get("task", {"shots": 0}), "source": self.source}
+        settings["task"] = {**settings.get("task", {"shots": DEFAULT_SHOTS}), "source": self.source}
         return MathEvaluator(EvalSpec(**settings))
 
     def table(self, rows: list[dict[str, Any]], systems: list[str]) -> str:
