@@ -63,3 +63,21 @@ def test_reasoning_gym_source_is_generic_numeric_and_evaluation_only():
         reasoning_gym_problems("time_intervals", 2, 0)
     with pytest.raises(ValueError, match="no dataset"):
         reasoning_gym_problems("no_such_set", 2, 0)
+
+
+def test_paired_bootstrap_interval_covers_the_difference_and_excludes_zero_only_when_clear():
+    from ensemble.eval.table import paired_bootstrap, paired_table
+
+    a = [0.0] * 50 + [1.0] * 50
+    b = [1.0] * 80 + [0.0] * 20  # b solves 30 more of 100 (it solves a's 50 wins except 20, and 50 more)
+    d, lo, hi = paired_bootstrap(a, b)
+    assert d == pytest.approx(0.3) and lo < 0.3 < hi and lo > 0.1
+    same = paired_bootstrap(a, a)
+    assert same == (0.0, 0.0, 0.0)
+    noisy = paired_bootstrap([0.0, 1.0] * 10, [1.0, 0.0] * 10)
+    assert noisy[1] < 0.0 < noisy[2]
+    rows = [{"item_id": str(i), "system": s, "metric": m} for s, ms in (("lm@1", a), ("ensemble@1", b))
+            for i, m in enumerate(ms)]
+    assert "+30.0 [" in paired_table(rows, [("lm@1", "ensemble@1")])
+    with pytest.raises(ValueError, match="equally long"):
+        paired_bootstrap([1.0], [])
