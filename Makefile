@@ -7,25 +7,33 @@ export TOKENIZERS_PARALLELISM := false
 export MUJOCO_GL ?= egl
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER := 0
 
-.PHONY: install demo test test-fast lint
+.PHONY: install demo train-full test test-fast lint
 
 install:
 	bash scripts/install.sh
 
-# A GSM-Symbolic training-split problem (never an evaluation one) whose results the calculator cannot
-# compute (`13 balls * €15/ball =`): the numeric verifier chooses their digits.
+# A GSM-Symbolic training-split problem (its template is never an evaluation one) whose results the
+# calculator cannot compute (`13 balls * €15/ball =`): the verifiers choose their digits.
 QUESTION ?= There are currently 13 orange balls, 27 yellow balls, and 19 red balls in the shop. orange balls cost €15, yellow balls cost €6 and red balls cost €4. How much will the shop have received after all the balls are sold?
+THREADS ?= 2
 
-# The main job: the math task offline. The first time (~80 min on 2 cores) it fine-tunes SmolLM2-135M on
-# GSM-Symbolic training problems and trains the two verifiers on references, perturbations and the
-# fine-tuned LM's own samples; then it solves one problem with the LM guided by the verifier ensemble
-# and shows the rounds.
+# The main job: the math task offline, a first answer within minutes. The generator is SmolLM2-135M-Instruct
+# as packaged (untuned, one worked example in the prompt; converted once from its GGUF, ~40 s). The first
+# time, the two verifiers are trained on GSM-Symbolic training templates from references and perturbed
+# references only (progress bars; ~3 min on 2 cores); then the LM, guided token by token by the verifier
+# ensemble, solves one problem and shows the rounds where a verifier moved a token.
+# The full training (the verifiers also learn from the LM's own samples, ~40 min): `make train-full`.
 demo: install
-	@$(VENV)/python -c "from ensemble.models import find_project_checkpoint as f; import sys; sys.exit(0 if f('generators/smollm2-gsm') else 1)" \
-		|| $(VENV)/ensemble train generator
 	@$(VENV)/python -c "from ensemble.models import find_project_checkpoint as f; import sys; sys.exit(0 if f('verifiers/gsm-minilm') and f('verifiers/gsm-numeric') else 1)" \
-		|| $(VENV)/ensemble train verifiers
-	$(VENV)/ensemble run math "$(QUESTION)"
+		|| $(VENV)/ensemble train verifiers --lm none --n-problems 200 --threads $(THREADS)
+	$(VENV)/ensemble run math "$(QUESTION)" --threads $(THREADS)
+
+# The full training: both verifiers also learn from the default generator's own right and wrong samples
+# (80 training problems x 4 samples each, plus 12 held out; progress bars with ETA). Overwrites the
+# demo's verifiers. `ensemble train generator` (~40 min, resumable) fine-tunes a copy of the LM, which
+# is *not* the default: it lost skill outside GSM-Symbolic (README, math section).
+train-full: install
+	$(VENV)/ensemble train verifiers --threads $(THREADS)
 
 lint: install
 	$(VENV)/ruff check .

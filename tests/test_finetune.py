@@ -76,3 +76,61 @@ def test_unknown_base_model_lists_valid_names(tmp_path, monkeypatch):
 
     with pytest.raises(ModelNotFoundError, match="smollm2-135m-instruct"):
         finetune(FinetuneConfig(base="no-such-lm", n_problems=4))
+
+
+class _Killed(Exception):
+    pass
+
+
+class _KillAfter:
+    """A tqdm-like bar that raises after ``n`` updates (a kill in the middle of training)."""
+
+    def __init__(self, n: int | None) -> None:
+        self.n, self.seen = n, 0
+
+    def update(self, k: int) -> None:
+        self.seen += k
+        if self.n is not None and self.seen >= self.n:
+            raise _Killed
+
+    def set_postfix(self, **kw) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def test_killed_finetune_resumes_and_ends_where_an_uninterrupted_run_does(tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+
+    from ensemble.tasks.math.finetune import resume_path
+
+    monkeypatch.setenv("ENSEMBLE_CACHE", str(tmp_path / "cache"))
+    cfg = FinetuneConfig(base="tiny-causal-lm", name="generators/resume-test", n_problems=40, epochs=2,
+                         batch_size=8, lr=3e-3, warmup=2, max_length=192, held_out=0.1, threads=1, save_every=3)
+    straight = finetune(cfg)
+    w_straight = load_file(f"{straight['path']}/model.safetensors")
+    assert straight["resumed_from_step"] == 0 and not resume_path(cfg.name).exists()
+
+    with pytest.raises(_Killed):  # killed during step 5: the state of step 3 is on disk
+        finetune(cfg, progress=lambda total: _KillAfter(5))
+    assert resume_path(cfg.name).is_file()
+    starts = []
+
+    def bar(total):
+        b = _KillAfter(None)
+        starts.append(b)
+        return b
+
+    resumed = finetune(cfg, progress=bar)
+    assert resumed["resumed_from_step"] == 3 and starts[0].seen == resumed["steps"]
+    assert resumed["held_out_loss_before"] == straight["held_out_loss_before"]
+    w_resumed = load_file(f"{resumed['path']}/model.safetensors")
+    assert all(torch.allclose(w_straight[k], w_resumed[k], atol=1e-6) for k in w_straight)
+    assert resumed["held_out_loss_after"] == pytest.approx(straight["held_out_loss_after"], abs=1e-4)
+    assert not resume_path(cfg.name).exists()  # removed once the checkpoint is saved
+    # a state saved under other settings is not resumed
+    with pytest.raises(_Killed):
+        finetune(cfg, progress=lambda total: _KillAfter(4))
+    other = finetune(FinetuneConfig(**{**cfg.__dict__, "lr": 1e-3}))
+    assert other["resumed_from_step"] == 0

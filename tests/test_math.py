@@ -494,7 +494,8 @@ def test_ensemble_weights_reach_the_ensemble_only_and_its_hash(tiny_lm):
     item = MathTask().items(1, 0)[0]
 
     def outputs(weights):
-        spec = EvalSpec(lm="tiny-causal-lm", verifiers={"a": {}, "b": {}}, weights=weights, token=token)
+        spec = EvalSpec(lm="tiny-causal-lm", verifiers={"a": {}, "b": {}}, weights=weights, token=token,
+                        task={"shots": 0})  # the tiny LM's context is too short for the worked example
         ev = MathEvaluator(spec, lm=tiny_lm, scorers={"a": LastChar(1.0), "b": LastChar(-1.0)})
         return {s: ev.solve(item, f"{s}@1")["extras"]["output"] for s in ("a", "b", "ensemble")}
 

@@ -39,6 +39,44 @@ def mean_ci(values: Sequence[float]) -> tuple[float, float]:
     return mean, 1.96 * math.sqrt(var / n)
 
 
+def paired_bootstrap(a: Sequence[float], b: Sequence[float], n_boot: int = 10_000,
+                     seed: int = 0) -> tuple[float, float, float]:
+    """Mean difference ``b − a`` over paired items and its 95 % paired-bootstrap interval.
+
+    Items are resampled with replacement ``n_boot`` times (the same draw for both systems, so what the
+    two share cancels); the interval is the 2.5th and 97.5th percentiles of the resampled differences.
+
+    Args:
+        a, b: one metric per item, in the same item order.
+
+    Returns:
+        ``(difference, low, high)``.
+    """
+    import random
+
+    if len(a) != len(b) or not a:
+        raise ValueError(f"paired_bootstrap needs two equally long, non-empty lists (got {len(a)} and {len(b)})")
+    diffs = [y - x for x, y in zip(a, b, strict=True)]
+    n, rng = len(diffs), random.Random(seed)
+    boots = sorted(sum(diffs[rng.randrange(n)] for _ in range(n)) / n for _ in range(n_boot))
+    return sum(diffs) / n, boots[int(0.025 * n_boot)], boots[min(n_boot - 1, int(0.975 * n_boot))]
+
+
+def paired_table(rows: Sequence[dict[str, Any]], pairs: Sequence[tuple[str, str]]) -> str:
+    """Markdown: per ``(reference, system)`` pair, the items both ran and ``system − reference`` in
+    points with its 95 % paired-bootstrap interval."""
+    out = []
+    for ref, system in pairs:
+        by_ref = {r["item_id"]: float(r["metric"]) for r in rows if r["system"] == ref}
+        by_sys = {r["item_id"]: float(r["metric"]) for r in rows if r["system"] == system}
+        common = sorted(set(by_ref) & set(by_sys))
+        if not common:
+            continue
+        d, lo, hi = paired_bootstrap([by_ref[i] for i in common], [by_sys[i] for i in common])
+        out.append([f"{system} − {ref}", len(common), f"{100 * d:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]"])
+    return markdown_table(["difference", "items", "points (95 % paired bootstrap)"], out)
+
+
 def pct(mean: float, half: float) -> str:
     """``"61.0 ± 6.8"`` for a fraction in [0, 1] shown in percent."""
     return f"{100 * mean:.1f} ± {100 * half:.1f}"

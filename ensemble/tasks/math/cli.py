@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ensemble.tasks.math.task import DEFAULT_LM, DEFAULT_SHOTS
+
 TOKEN_FLAGS = {
     "top_k": int, "min_p": float, "steps_per_token": int, "step_size": float, "temperature": float,
     "fluency_weight": float, "fusion": float, "rerank_weight": float, "max_new_tokens": int,
@@ -24,9 +26,10 @@ DEFAULTS: dict[str, Any] = {"top_k": 8, "min_p": 1.0, "steps_per_token": 1, "ste
 
 def add_model_flags(p: argparse.ArgumentParser) -> None:
     """``--lm``, ``--verifier-checkpoint``, token-rule knobs, ``--threads``, ``--device``."""
-    p.add_argument("--lm", default="generators/smollm2-gsm",
-                   help="causal LM name (project checkpoint, registry, hub id or local dir); the default is "
-                        "SmolLM2-135M fine-tuned by `ensemble train generator`")
+    p.add_argument("--lm", default=DEFAULT_LM,
+                   help="causal LM name (project checkpoint, registry, hub id or local dir); the default is the "
+                        "untuned SmolLM2-135M-Instruct (`--lm generators/smollm2-gsm --shots 0`: the copy "
+                        "`ensemble train generator` fine-tunes)")
     p.add_argument("--verifiers", default="numeric_verifier,minilm_verifier",
                    help="comma-separated verifier scorer names forming the ensemble")
     p.add_argument("--weights", default="", metavar="NAME=W,…",
@@ -39,8 +42,8 @@ def add_model_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", action="append", default=[], metavar="NAME=PATH",
                    help="verifier checkpoint override, e.g. numeric_verifier=/tmp/ck (repeatable)")
     p.add_argument("--annotations", action="store_true", help="GSM8K <<expr=value>> format in the prompt")
-    p.add_argument("--shots", type=int, default=0, choices=[0, 1],
-                   help="worked examples in the prompt (0 for the fine-tuned generator, 1 for an instruct LM)")
+    p.add_argument("--shots", type=int, default=DEFAULT_SHOTS, choices=[0, 1],
+                   help="worked examples in the prompt (1 for an instruct LM, the default; 0 for the fine-tuned generator)")
     p.add_argument("--normalisation", default="none", choices=["zscore", "none", "rank"],
                    help="per-verifier normalisation of ratings before they are summed (none: raw log p(correct), "
                         "so a verifier whose features do not apply to a position barely pulls)")
@@ -103,7 +106,9 @@ def _weights(text: str) -> dict[str, float]:
 # -- the task-CLI contract -----------------------------------------------------------------------------
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Flags of ``ensemble eval math`` / ``serve math`` beyond the generic ones."""
-    p.add_argument("--source", default="gsm_symbolic", help="gsm_symbolic or a GSM8K .jsonl path")
+    p.add_argument("--source", default="gsm_symbolic",
+                   help="gsm_symbolic (template-disjoint train/test splits), reasoning_gym:<dataset>[?key=value&...] "
+                        "(evaluation only, e.g. reasoning_gym:leg_counting), or a GSM8K .jsonl path")
     p.add_argument("--beams", type=int, nargs="+", default=[1, 5],
                    help="beam sizes of the default systems (a system is <base>@<beam>, e.g. ensemble@5)")
     add_model_flags(p)

@@ -10,16 +10,23 @@ Only the top ``train_layers`` transformer blocks (plus the final norm) are train
 stops early, which makes a step ~3x cheaper on CPU than full fine-tuning. The result is an ordinary
 transformers checkpoint in the project cache (``generators/smollm2-gsm`` by default) that every command
 loads by name, with the training facts in ``training.json``.
+
+A killed training resumes: every ``save_every`` steps the weights, the optimiser, the schedule, the random
+states and the losses so far are written atomically to ``<cache>/resume/<name>/state.pt``; the next
+``finetune`` with the same settings continues from there (the batch order is drawn up front from the seed,
+so the resumed run takes exactly the steps the uninterrupted one would), and the file is removed once the
+checkpoint is saved.
 """
 
 from __future__ import annotations
 
 import json
-import math
+import os
 import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -65,6 +72,12 @@ class FinetuneConfig:
     """Torch threads."""
     device: str = "cpu"
     """Training device (``cuda`` trains the same way, faster)."""
+    save_every: int = 20
+    """Write the resume state every this many steps (0: never; a kill then restarts from scratch)."""
+
+    def resume_key(self) -> dict[str, Any]:
+        """The settings a resume state must match (threads, device and ``save_every`` may change)."""
+        return {k: v for k, v in asdict(self).items() if k not in ("threads", "device", "save_every")}
 
 
 def training_pairs(problems: Sequence[Problem], prompt_fn: Callable[[str], str],
@@ -150,13 +163,36 @@ def mean_loss(model: torch.nn.Module, examples: Sequence[tuple[list[int], int]],
     return total / max(count, 1)
 
 
+def resume_path(name: str) -> Path:
+    """Where the resume state of the training of checkpoint ``name`` lives: ``<cache>/resume/<name>/state.pt``."""
+    from ensemble.models.cache import cache_dir
+
+    return cache_dir() / "resume" / name / "state.pt"
+
+
+def _save_resume(path: Path, state: dict[str, Any]) -> None:
+    """Write ``state`` atomically (a kill while writing leaves the previous state intact)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def _load_resume(path: Path, cfg: FinetuneConfig) -> dict[str, Any] | None:
+    """The saved state of an interrupted run with the same settings, else ``None``."""
+    if not path.is_file():
+        return None
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    return state if state.get("key") == cfg.resume_key() else None
+
+
 def finetune(cfg: FinetuneConfig, progress: Callable[[int], Any] | None = None) -> dict[str, Any]:
-    """Fine-tune ``cfg.base`` on training problems and save it as ``cfg.name``.
+    """Fine-tune ``cfg.base`` on training problems and save it as ``cfg.name``; resumes a killed run.
 
     Args:
         cfg: settings.
         progress: ``progress(total_steps)`` returns a tqdm-like object (``update``, ``set_postfix``,
-            ``close``); ``None`` trains silently.
+            ``close``; a resumed run starts it at the resumed step); ``None`` trains silently.
 
     Returns:
         The training report (also saved as ``training.json`` in the checkpoint).
@@ -166,11 +202,11 @@ def finetune(cfg: FinetuneConfig, progress: Callable[[int], Any] | None = None) 
     from ensemble.tasks.math.task import MathTask
 
     torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
     start = time.time()
     device = torch_device(cfg.device)
     model, tokenizer = load_causal_lm(cfg.base, device=device, dtype=torch.float32)
+    torch.manual_seed(cfg.seed)  # after loading: building a model may reseed (dropout draws must not depend on it)
     task = MathTask(annotations=cfg.annotations, shots=cfg.shots)
     problems = task.problems(cfg.n_problems, cfg.seed, split="train")
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -180,29 +216,43 @@ def finetune(cfg: FinetuneConfig, progress: Callable[[int], Any] | None = None) 
     n_held = max(1, int(len(examples) * cfg.held_out))
     held, train = examples[:n_held], examples[n_held:]
     n_trainable = select_trainable(model, cfg.train_layers)
-    loss_before = mean_loss(model, held, pad_id, cfg.batch_size, device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimiser = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
-    steps = cfg.epochs * math.ceil(len(train) / cfg.batch_size)
+    order = [idx for _ in range(cfg.epochs) for idx in length_batches(train, cfg.batch_size, rng)]
+    steps = len(order)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimiser, lambda s: min((s + 1) / max(cfg.warmup, 1), max(0.0, (steps - s) / max(steps - cfg.warmup, 1)))
     )
+    saved_at = resume_path(cfg.name)
+    resumed = _load_resume(saved_at, cfg)
+    if resumed is not None:
+        model.load_state_dict(resumed["model"])
+        optimiser.load_state_dict(resumed["optimiser"])
+        schedule.load_state_dict(resumed["schedule"])
+        torch.set_rng_state(resumed["torch_rng"])
+        losses, loss_before, done = resumed["losses"], resumed["loss_before"], resumed["step"]
+    else:
+        losses, loss_before, done = [], mean_loss(model, held, pad_id, cfg.batch_size, device), 0
     bar = progress(steps) if progress else None
-    losses: list[float] = []
-    for _ in range(cfg.epochs):
-        model.train()
-        for idx in length_batches(train, cfg.batch_size, rng):
-            batch = {k: v.to(device) for k, v in collate([train[i] for i in idx], pad_id).items()}
-            loss = model(**batch).loss
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            optimiser.step()
-            schedule.step()
-            optimiser.zero_grad(set_to_none=True)
-            losses.append(float(loss.detach()))
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.3f}")
+    if bar is not None and done:
+        bar.update(done)
+    model.train()
+    for step in range(done, steps):
+        batch = {k: v.to(device) for k, v in collate([train[i] for i in order[step]], pad_id).items()}
+        loss = model(**batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimiser.step()
+        schedule.step()
+        optimiser.zero_grad(set_to_none=True)
+        losses.append(float(loss.detach()))
+        if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < steps:
+            _save_resume(saved_at, {"key": cfg.resume_key(), "step": step + 1, "model": model.state_dict(),
+                                    "optimiser": optimiser.state_dict(), "schedule": schedule.state_dict(),
+                                    "torch_rng": torch.get_rng_state(), "losses": losses, "loss_before": loss_before})
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.3f}")
     if bar is not None:
         bar.close()
     model.eval()
@@ -213,7 +263,8 @@ def finetune(cfg: FinetuneConfig, progress: Callable[[int], Any] | None = None) 
               "held_out_examples": len(held), "trainable_parameters": n_trainable, "steps": steps,
               "held_out_loss_before": round(loss_before, 4), "held_out_loss_after": round(loss_after, 4),
               "final_train_loss": round(sum(losses[-20:]) / max(len(losses[-20:]), 1), 4),
-              "seconds": round(time.time() - start, 1), "prompt": {"shots": cfg.shots, "annotations": cfg.annotations}}
+              "seconds": round(time.time() - start, 1), "prompt": {"shots": cfg.shots, "annotations": cfg.annotations},
+              "resumed_from_step": done}
 
     def save(out):
         model.save_pretrained(out)
@@ -221,4 +272,5 @@ def finetune(cfg: FinetuneConfig, progress: Callable[[int], Any] | None = None) 
         (out / "training.json").write_text(json.dumps(report, indent=2))
 
     report["path"] = str(save_project_checkpoint(cfg.name, save, overwrite=True))
+    saved_at.unlink(missing_ok=True)
     return report

@@ -18,6 +18,7 @@ from ensemble.contracts import Item, make_row
 from ensemble.eval.beams import ENSEMBLE, LM_ALONE, beam_rows, beam_table, split_system
 from ensemble.eval.guided_lm import GuidedLMSolver
 from ensemble.results import config_hash
+from ensemble.tasks.math.task import DEFAULT_LM, DEFAULT_SHOTS
 
 GUIDANCE_KNOBS = frozenset({"top_k", "min_p", "score_results", "steps_per_token", "step_size", "temperature",
                             "target_prior", "fluency_weight", "fusion", "keep_shift", "skip_confident",
@@ -32,11 +33,11 @@ class EvalSpec:
     """What to evaluate; crosses process boundaries, models are built where it runs.
 
     Attributes:
-        lm: causal LM name (project checkpoint, registry, hub or local); default the fine-tuned generator.
+        lm: causal LM name (project checkpoint, registry, hub or local); default the untuned SmolLM2.
         verifiers: verifier name → scorer constructor kwargs (e.g. ``{"checkpoint": …}``).
         token: :class:`~ensemble.generators.causal_lm.TokenConfig` overrides (beam size is per system).
-        task: :class:`~ensemble.tasks.math.MathTask` kwargs (default: no worked example in the prompt,
-            as the fine-tuned generator was trained).
+        task: :class:`~ensemble.tasks.math.MathTask` kwargs (default: one worked example in the prompt,
+            for the untuned instruct LM; use ``{"shots": 0}`` with the fine-tuned generator).
         weights: per-verifier weights of the ensemble system (a missing name weighs 1.0, the paper's
             unweighted sum); single-verifier systems always weigh their verifier 1.0.
         normalisation: per-scorer normalisation of the ensemble (``"none"``: raw log-probabilities, so a
@@ -47,12 +48,12 @@ class EvalSpec:
         threads: torch intra-op threads (``None``: leave as is).
     """
 
-    lm: str = "generators/smollm2-gsm"
+    lm: str = DEFAULT_LM
     verifiers: dict[str, dict[str, Any]] = field(
         default_factory=lambda: {"numeric_verifier": {}, "minilm_verifier": {}}
     )
     token: dict[str, Any] = field(default_factory=dict)
-    task: dict[str, Any] = field(default_factory=lambda: {"shots": 0})
+    task: dict[str, Any] = field(default_factory=lambda: {"shots": DEFAULT_SHOTS})
     weights: dict[str, float] = field(default_factory=dict)
     normalisation: str = "none"
     beams: tuple[int, ...] = (1, 5)
@@ -184,8 +185,20 @@ def moved_tokens(rounds: Sequence[Any]) -> dict[str, int]:
 
 def math_table(rows: Sequence[dict[str, Any]], systems: Sequence[str]) -> str:
     """Markdown: per system, problems, accuracy ± 95 % interval, problems won / lost against the LM alone
-    at the same beam, seconds per problem, tokens per second."""
-    return beam_table(rows, systems, "problems", tokens=True)
+    at the same beam, seconds per problem, tokens per second; then, at each beam, every guided system
+    against the LM alone and the ensemble against each single scorer, with paired-bootstrap intervals."""
+    from ensemble.eval.table import paired_table
+
+    pairs = []
+    for system in systems:
+        base, beam = system.partition("@")[0], system.partition("@")[2] or "1"
+        if base != LM_ALONE:
+            pairs.append((f"{LM_ALONE}@{beam}", system))
+        if base == ENSEMBLE:
+            pairs += [(other, system) for other in systems
+                      if other.partition("@")[2] == beam and other.partition("@")[0] not in (LM_ALONE, ENSEMBLE)]
+    paired = paired_table(rows, pairs) if pairs else ""
+    return beam_table(rows, systems, "problems", tokens=True) + ("\n\n" + paired if paired.count("\n") > 1 else "")
 
 
 def summarise(rows: Sequence[dict[str, Any]], systems: Sequence[str]) -> list[list[Any]]:

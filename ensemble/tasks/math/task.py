@@ -13,7 +13,23 @@ from typing import Any
 
 from ensemble.contracts import Item, Task
 from ensemble.tasks.math.calculator import calculator_force
-from ensemble.tasks.math.data import Problem, extract_answer, gsm_symbolic, is_correct, read_jsonl
+from ensemble.tasks.math.data import (
+    REASONING_GYM_PREFIX,
+    Problem,
+    extract_answer,
+    gsm_symbolic,
+    is_correct,
+    read_jsonl,
+    reasoning_gym_problems,
+)
+
+DEFAULT_LM = "smollm2-135m-instruct"
+"""The default generator: SmolLM2-135M-Instruct as packaged, *untuned*, prompted with one worked example.
+It keeps its general skill (a full fine-tune on GSM-Symbolic lost it on other problems) and needs no
+training; ``ensemble train generator`` still fine-tunes a copy (``--lm generators/smollm2-gsm --shots 0``)."""
+
+DEFAULT_SHOTS = 1
+"""Worked examples in the default generator's prompt."""
 
 EXAMPLE_QUESTION = (
     "Sara has 12 apples. She buys 3 bags with 8 apples each, then gives 10 apples to her friend. "
@@ -60,8 +76,10 @@ class MathTask(Task):
     """GSM8K-format math problems.
 
     Args:
-        source: ``"gsm_symbolic"`` (reasoning-gym, generated from the seed) or a path to a GSM8K
-            ``.jsonl`` file.
+        source: ``"gsm_symbolic"`` (reasoning-gym, generated from the seed; ``split`` picks the
+            template-disjoint train or test templates), ``"reasoning_gym:<dataset>[?key=value&…]"`` (another
+            numeric reasoning-gym set, evaluation only, e.g. ``reasoning_gym:leg_counting``) or a path to a
+            GSM8K ``.jsonl`` file.
         annotations: show and keep ``<<expr=value>>`` annotations in the prompt's worked example and in
             reference solutions (GSM8K's format). ``False`` (the default) uses the bare ``3*8=24`` format
             that small instruct LMs copy; the calculator completes either.
@@ -88,13 +106,16 @@ class MathTask(Task):
 
     # -- data -------------------------------------------------------------------------------------
     def problems(self, n: int, seed: int, split: str = "test") -> list[Problem]:
-        """``n`` problems from the source (``split="train"`` for training/tuning seeds)."""
+        """``n`` problems from the source (``split="train"``: GSM-Symbolic training and development templates,
+        disjoint from the ``"test"`` ones)."""
         if n < 1:
             raise ValueError(f"n={n} must be at least 1")
         if self.source == "gsm_symbolic":
             return gsm_symbolic(n, seed, split)
         if split != "test":
-            raise ValueError(f"a JSONL source serves its rows as given; split={split!r} needs source='gsm_symbolic'")
+            raise ValueError(f"source {self.source!r} is for evaluation only; split={split!r} needs source='gsm_symbolic'")
+        if self.source.startswith(REASONING_GYM_PREFIX):
+            return reasoning_gym_problems(self.source[len(REASONING_GYM_PREFIX):], n, seed)
         return read_jsonl(self.source, n)
 
     def items(self, n: int, seed: int, split: str = "test") -> list[Item]:
@@ -159,7 +180,8 @@ class MathTask(Task):
             return {}
         return {"lm": "tiny-causal-lm", "verifiers": {"numeric_verifier": {"checkpoint": None},
                                                       "minilm_verifier": {"checkpoint": None, "encoder": "tiny-text-encoder"}},
-                "token": {"max_new_tokens": 6, "top_k": 4, "steps_per_token": 1, "min_p": 0.0}, "beams": (1, 2)}
+                "token": {"max_new_tokens": 6, "top_k": 4, "steps_per_token": 1, "min_p": 0.0}, "beams": (1, 2),
+                "task": {"shots": 0}}  # the tiny LM's context is too short for the worked example
 
     def build_solver(self, settings: dict[str, Any] | None = None) -> Any:
         """A :class:`~ensemble.tasks.math.solver.MathEvaluator` for ``settings`` (``EvalSpec`` fields;
@@ -167,7 +189,7 @@ class MathTask(Task):
         from ensemble.tasks.math.solver import EvalSpec, MathEvaluator
 
         settings = dict(settings or {})
-        settings["task"] = {**settings.get("task", {"shots": 0}), "source": self.source}
+        settings["task"] = {**settings.get("task", {"shots": DEFAULT_SHOTS}), "source": self.source}
         return MathEvaluator(EvalSpec(**settings))
 
     def table(self, rows: list[dict[str, Any]], systems: list[str]) -> str:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 
+from ensemble.tasks.math.task import DEFAULT_LM, DEFAULT_SHOTS
+
 
 def add_common_arguments(p: argparse.ArgumentParser) -> None:
     """Flags both math trainings share."""
@@ -21,13 +23,15 @@ def add_verifier_arguments(p: argparse.ArgumentParser) -> None:
     """Flags of ``ensemble train verifiers``."""
     add_common_arguments(p)
     p.add_argument("--only", default="minilm_verifier,numeric_verifier", help="comma-separated verifiers to train")
-    p.add_argument("--lm", default="generators/smollm2-gsm",
-                   help="LM whose samples become examples ('none' to skip; default: the fine-tuned math generator)")
+    p.add_argument("--lm", default=DEFAULT_LM,
+                   help="LM whose samples become examples ('none' to skip; default: the default math generator, "
+                        "the untuned SmolLM2-135M-Instruct)")
     p.add_argument("--lm-problems", type=int, default=80, help="training problems the LM is sampled on")
     p.add_argument("--lm-samples", type=int, default=4, help="samples per such problem")
     p.add_argument("--held-lm-problems", type=int, default=12,
                    help="held-out problems the LM is sampled on (held_out_lm_auc: right vs wrong LM solutions)")
-    p.add_argument("--shots", type=int, default=0, choices=[0, 1], help="worked examples in the LM's prompt")
+    p.add_argument("--shots", type=int, default=DEFAULT_SHOTS, choices=[0, 1],
+                   help="worked examples in the LM's prompt (match the generator: 1 for the untuned one)")
     p.add_argument("--out", action="append", default=[], metavar="NAME=DIR", help="save a verifier elsewhere")
 
 
@@ -60,7 +64,7 @@ def train_verifiers_command(args: argparse.Namespace) -> int:
                       lm=None if args.lm == "none" else args.lm, lm_problems=args.lm_problems,
                       lm_samples=args.lm_samples, epochs=_or(args.epochs, base.epochs), shots=args.shots,
                       held_lm_problems=args.held_lm_problems,
-                      annotations=args.annotations, names=names)
+                      annotations=args.annotations, names=names, progress=True)
     report = train_verifiers(cfg, [w.strip() for w in args.only.split(",") if w.strip()])
     for name, r in report.items():
         lm_auc = f", AUC on held-out LM samples {r['held_out_lm_auc']:.3f}" if "held_out_lm_auc" in r else ""

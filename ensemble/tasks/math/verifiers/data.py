@@ -13,6 +13,7 @@ import random
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from ensemble.tasks.math.data import Problem, is_correct
 
@@ -149,13 +150,15 @@ def sample_examples(problems: Sequence[Problem], samples: Sequence[Sequence[str]
 
 def lm_samples(model: object, tokenizer: object, prompt_fn: Callable[[str], str], problems: Sequence[Problem],
                per_problem: int, max_new_tokens: int = 160, temperature: float = 0.8, seed: int = 0,
-               stop: Sequence[str] = ("\nQuestion:",)) -> list[list[str]]:
-    """``per_problem`` sampled solutions per problem from a causal LM (batched ``generate``)."""
+               stop: Sequence[str] = ("\nQuestion:",),
+               wrap: Callable[[Any], Any] = lambda it: it) -> list[list[str]]:
+    """``per_problem`` sampled solutions per problem from a causal LM (batched ``generate``; ``wrap`` wraps
+    the loop over problems, e.g. in a progress bar)."""
     import torch
 
     torch.manual_seed(seed)
     out = []
-    for p in problems:
+    for p in wrap(problems):
         enc = tokenizer(prompt_fn(p.question), return_tensors="pt")
         with torch.no_grad():
             gen = model.generate(**enc, do_sample=True, temperature=temperature, top_k=50,

@@ -17,13 +17,14 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from ensemble.tasks.math.data import TRAIN_SEED_OFFSET, Problem
-from ensemble.tasks.math.task import MathTask
+from ensemble.tasks.math.task import DEFAULT_SHOTS, MathTask
 from ensemble.tasks.math.verifiers.checkpoint import DEFAULT_CHECKPOINTS, save_checkpoint
 from ensemble.tasks.math.verifiers.data import (
     Example,
@@ -62,14 +63,16 @@ class TrainConfig:
     """Characters of the solution's tail the MiniLM verifier embeds."""
     annotations: bool = False
     """Train on solutions with ``<<expr=value>>`` annotations (match the task's format)."""
-    shots: int = 0
-    """Worked examples in the prompt the LM is sampled with (match the generator: the fine-tuned one
-    was trained without)."""
+    shots: int = DEFAULT_SHOTS
+    """Worked examples in the prompt the LM is sampled with (match the generator: 1 for the untuned
+    default, 0 for the fine-tuned one)."""
     held_lm_problems: int = 12
     """Held-out problems the LM is also sampled on, to measure how well a verifier separates the LM's
     own right and wrong solutions (``held_out_lm_auc``) — the job it does during decoding."""
     names: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_CHECKPOINTS))
     """Checkpoint name (or directory) per verifier."""
+    progress: bool = False
+    """Show progress bars with ETA (LM sampling, features, epochs) on stderr."""
 
     def __post_init__(self) -> None:
         if self.n_problems < 10:
@@ -90,15 +93,24 @@ def build_examples(problems: Sequence[Problem], task: MathTask, rng: random.Rand
     return examples
 
 
+def _bar(iterable: Any, cfg: TrainConfig, desc: str, total: int | None = None) -> Any:
+    """``iterable`` with a tqdm bar (ETA) when ``cfg.progress``."""
+    if not cfg.progress:
+        return iterable
+    from tqdm import tqdm
+
+    return tqdm(iterable, desc=desc, total=total, unit="it", leave=False)
+
+
 def _fit(model: torch.nn.Module, forward: Callable[[torch.Tensor], torch.Tensor], n: int, labels: torch.Tensor,
-         epochs: int, lr: float, seed: int, batch: int = 128) -> None:
-    """Adam on class-balanced BCE over example indices ``0..n-1``."""
+         epochs: int, lr: float, seed: int, batch: int = 128, bar: Callable[[Any], Any] = lambda it: it) -> None:
+    """Adam on class-balanced BCE over example indices ``0..n-1`` (``bar`` wraps the epoch loop)."""
     torch.manual_seed(seed)
     pos = float(labels.sum().clamp_min(1))
     pos_weight = torch.tensor((len(labels) - pos) / pos)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     model.train()
-    for _ in range(epochs):
+    for _ in bar(range(epochs)):
         for idx in torch.randperm(n).split(batch):
             loss = F.binary_cross_entropy_with_logits(forward(idx), labels[idx], pos_weight=pos_weight)
             opt.zero_grad()
@@ -116,12 +128,14 @@ def train_numeric(train: list[Example], held: list[Example], cfg: TrainConfig, s
     """Fit the numeric verifier; returns ``(NumericModel, metrics)`` (``held_out_lm_*`` on ``held_lm``)."""
     from ensemble.tasks.math.numeric_verifier import NumericModel, featurise
 
-    def feats(exs: list[Example]) -> torch.Tensor:
-        return torch.cat([featurise(e.question, [e.solution]) for e in exs]) if exs else torch.zeros(0)
+    def feats(exs: list[Example], desc: str = "features") -> torch.Tensor:
+        rows = [featurise(e.question, [e.solution]) for e in _bar(exs, cfg, f"[numeric_verifier] {desc}")]
+        return torch.cat(rows) if exs else torch.zeros(0)
 
     x, y = feats(train), torch.tensor([float(e.label) for e in train])
     model = NumericModel(x.shape[1])
-    _fit(model, lambda i: model(x[i]), len(train), y, cfg.epochs, cfg.lr * 3, seed)
+    _fit(model, lambda i: model(x[i]), len(train), y, cfg.epochs, cfg.lr * 3, seed,
+         bar=lambda it: _bar(it, cfg, "[numeric_verifier] epochs"))
     with torch.no_grad():
         metrics = _metrics("train", model(x), y)
         for prefix, exs in (("held_out", held), ("held_out_lm", list(held_lm))):
@@ -165,12 +179,13 @@ def train_minilm(train: list[Example], held: list[Example], cfg: TrainConfig, se
     def inputs(exs: list[Example]) -> tuple[torch.Tensor, ...]:
         parts = [MiniLMVerifier.inputs(embedder, [e.question for e in exs[i : i + 256]],
                                        [e.solution for e in exs[i : i + 256]], cfg.window, head)
-                 for i in range(0, len(exs), 256)]
+                 for i in _bar(range(0, len(exs), 256), cfg, "[minilm_verifier] embeddings")]
         return tuple(torch.cat(p) for p in zip(*parts, strict=True))
 
     x = inputs(train)
     y = torch.tensor([float(e.label) for e in train])
-    _fit(head, lambda i: head(*(t[i] for t in x)), len(train), y, cfg.epochs, cfg.lr, seed)
+    _fit(head, lambda i: head(*(t[i] for t in x)), len(train), y, cfg.epochs, cfg.lr, seed,
+         bar=lambda it: _bar(it, cfg, "[minilm_verifier] epochs"))
     with torch.no_grad():
         metrics = _metrics("train", head(*x), y)
         for prefix, exs in (("held_out", held), ("held_out_lm", list(held_lm))):
@@ -213,13 +228,15 @@ def train_verifiers(cfg: TrainConfig, which: Sequence[str] = VERIFIERS, log: Cal
         if lm is not None and cfg.lm_problems > 0:
             sample_p = fit_p[: cfg.lm_problems]
             log(f"[{name}] sampling the LM: {len(sample_p)} problems x {cfg.lm_samples}")
-            samples = lm_samples(lm[0], lm[1], lambda q: task.prompt(q, lm[1]), sample_p, cfg.lm_samples, seed=seed)
+            samples = lm_samples(lm[0], lm[1], lambda q: task.prompt(q, lm[1]), sample_p, cfg.lm_samples, seed=seed,
+                                 wrap=partial(_bar, cfg=cfg, desc=f"[{name}] LM samples", total=len(sample_p)))
         held_samples, held_sample_p = None, []
         if lm is not None and cfg.held_lm_problems > 0 and cfg.lm_samples > 0:
             held_sample_p = held_p[: cfg.held_lm_problems]
             log(f"[{name}] sampling the LM on held-out problems: {len(held_sample_p)} x {cfg.lm_samples}")
             held_samples = lm_samples(lm[0], lm[1], lambda q: task.prompt(q, lm[1]), held_sample_p, cfg.lm_samples,
-                                      seed=seed + 7)
+                                      seed=seed + 7, wrap=partial(_bar, cfg=cfg, desc=f"[{name}] held-out LM samples",
+                                                                   total=len(held_sample_p)))
         n_perturb = 2 if name == "minilm_verifier" else 3
         train = build_examples(fit_p, task, rng, n_perturb, samples, sample_p)
         held = build_examples(held_p, task, rng, n_perturb)
