@@ -114,7 +114,7 @@ def test_world_model_rollouts_are_exact_replays(world):
 
 def _episode(seed: int, goal: str, **kwargs):
     gen = MPCGenerator(ENV_ID, {"cameras": CAMERAS, "width": 48, "height": 48}, **kwargs)
-    ensemble = ScorerEnsemble({f"view_{c}": ViewRelationsScorer(c) for c in CAMERAS})
+    ensemble = ScorerEnsemble({f"view_{c}": ViewRelationsScorer(c, "simulator") for c in CAMERAS})
     try:
         state0 = gen.init_state(goal, seed)
         result = run_consensus(gen, ensemble, gen.scorer_context(state0), ConsensusConfig(seed=seed), state=state0)
@@ -175,4 +175,4 @@ def test_robot_task_items_and_metric():
     assert len(parse_goal(items[0].context)) == 3 and items[0].meta["index"] == 0
     assert task.metric(task.answer({"success": True}, items[0]), items[0]) == 1.0
     assert task.metric(task.answer("", items[0]), items[0]) == 0.0
-    assert torch.is_tensor(ViewRelationsScorer("top").score(items[0].context, []).scores)
+    assert torch.is_tensor(ViewRelationsScorer("top", "simulator").score(items[0].context, []).scores)

@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 
 from ensemble.contracts import Generator, Proposal
+from ensemble.tasks.robot.perception import ObjectLocator
+from ensemble.tasks.robot.segmenters import SimulatorSegmenter
 from ensemble.tasks.robot.spatial import named_relations
 from ensemble.tasks.robot.world_model import LocalExecutor, RolloutExecutor, SimulatorWorldModel, WorldModel
 
@@ -50,6 +52,9 @@ class MPCState:
         named_goal: the goal as named relations ``(kind, subject, reference)``, as the environment parsed it.
         success: every goal relation holds.
         done: the episode is over.
+        objects: indices of the goal's objects (the ones plans move).
+        located: ``[K, 2]`` table positions of the goal objects estimated from the current camera views
+            (NaN where an object is not seen); object-centric proposals aim at these.
     """
 
     env_state: np.ndarray
@@ -68,6 +73,7 @@ class MPCState:
     success: bool = False
     done: bool = False
     objects: list[int] = field(default_factory=list)
+    located: np.ndarray | None = None
 
 
 class MPCGenerator(Generator):
@@ -85,8 +91,12 @@ class MPCGenerator(Generator):
         max_steps: actions per episode.
         render: what rollouts render: ``"segmentation"``, ``"rgb"`` or ``"both"`` (what the scorers read).
         object_centric: fraction of uniformly sampled first actions whose target is another goal
-            object's current position in the world model (plus 1 cm noise) instead of a uniform point:
-            object-centric proposals make stacking reachable with few samples.
+            object's position as the cameras show it (plus 1 cm noise) instead of a uniform point:
+            object-centric proposals make stacking reachable with few samples. Positions come from
+            segmenting the current views (:class:`~ensemble.tasks.robot.perception.ObjectLocator`),
+            never from the simulator's state.
+        segmenter: what the proposals' object positions are segmented with (name or
+            :class:`~ensemble.tasks.robot.segmenters.Segmenter`; the systems pass their scorers' segmenter).
         executor: a :class:`~ensemble.tasks.robot.world_model.RolloutExecutor`; default: in-process rollouts.
         world_model: the model to plan and execute on; default: the simulator made from ``env_id``.
     """
@@ -108,6 +118,7 @@ class MPCGenerator(Generator):
         max_steps: int = 6,
         render: str = "segmentation",
         object_centric: float = 0.5,
+        segmenter: Any = "simulator",
         executor: RolloutExecutor | None = None,
         world_model: WorldModel | None = None,
     ) -> None:
@@ -124,6 +135,8 @@ class MPCGenerator(Generator):
         if not 0.0 <= object_centric <= 1.0:
             raise ValueError(f"object_centric={object_centric} must be in [0, 1]")
         self.object_centric = object_centric
+        self.segmenter = segmenter
+        self._locator: ObjectLocator | None = None
         self._world_model = world_model
         self._executor = executor
 
@@ -170,7 +183,7 @@ class MPCGenerator(Generator):
             named_goal=[(r.kind, r.subject, r.reference) for r in named_relations(info)],
         )
         state.done = state.success
-        return self._fresh_distribution(state)
+        return self._fresh_distribution(self._perceive(state))
 
     @staticmethod
     def scorer_context(state: MPCState) -> dict[str, Any]:
@@ -261,15 +274,32 @@ class MPCGenerator(Generator):
     def _object_centric(
         self, state: MPCState, rng: np.random.Generator, which: np.ndarray, xy: np.ndarray
     ) -> np.ndarray:
-        """Replace a fraction of uniform targets by another goal object's position (1 cm noise)."""
-        wm = self.world_model
-        wm.restore(state.env_state)
-        centres = np.asarray(wm.info()["centres"])[state.objects, :2]
+        """Replace a fraction of uniform targets by another goal object's seen position (1 cm noise)."""
         k = len(state.objects)
         other = (which + rng.integers(1, k, size=len(which))) % k  # never the moved object itself
         centric = rng.random(len(which)) < self.object_centric
-        near = centres[other] + 0.01 * rng.standard_normal((len(which), 2))
-        return np.where(centric[:, None], near, xy)
+        near = state.located[other] + 0.01 * rng.standard_normal((len(which), 2))
+        return np.where(centric[:, None] & np.isfinite(near), near, xy)
+
+    @property
+    def locator(self) -> ObjectLocator:
+        """Finds objects in the current views (built on first use, with the world model's cameras)."""
+        if self._locator is None:
+            self._locator = ObjectLocator(self.segmenter, self.world_model.calibration())
+        return self._locator
+
+    def _perceive(self, state: MPCState) -> MPCState:
+        """Locate the goal objects in the current camera views (what a real robot would see)."""
+        if self.object_centric <= 0:
+            return state
+        wm = self.world_model
+        wm.restore(state.env_state)
+        render = "segmentation" if isinstance(self.locator.segmenter, SimulatorSegmenter) else "rgb"
+        outcome = wm.outcome(render)
+        names = [outcome.object_names[i].lower() for i in state.objects]
+        found = self.locator.locate(outcome, names)
+        state.located = np.array([found[n][:2] if n in found else (np.nan, np.nan) for n in names], dtype=np.float64)
+        return state
 
     def _refit(self, state: MPCState, plans: np.ndarray, energy: np.ndarray) -> None:
         """CEM: object probabilities and per-object target Gaussians from the elite plans."""
@@ -300,4 +330,4 @@ class MPCGenerator(Generator):
         state.relations = [bool(r) for r in info["relations"]]
         state.success = bool(info["success"])
         state.done = state.success or state.step >= self.max_steps
-        return self._fresh_distribution(state)
+        return self._fresh_distribution(self._perceive(state))

@@ -86,6 +86,11 @@ class WorldModel(ABC):
     def info(self) -> dict[str, Any]:
         """Facts about the current state: "relations", "success", "object_names", "goal", ..."""
 
+    def calibration(self) -> dict[str, dict[str, Any]]:
+        """Camera name -> ``{"pos", "rot", "fovy", "width", "height"}`` (see
+        :func:`ensemble.tasks.robot.perception.pixel_rays`); needed to locate objects from the views."""
+        raise NotImplementedError(f"{type(self).__name__} has no camera calibration")
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources (renderers)."""
 
@@ -157,6 +162,10 @@ class SimulatorWorldModel(WorldModel):
     def segment(self) -> dict[str, np.ndarray]:
         """Object-index segmentation per camera."""
         return {c: np.asarray(s, dtype=np.int32) for c, s in self.env.render_views(segmentation=True).items()}
+
+    def calibration(self) -> dict[str, dict[str, Any]]:
+        """The environment's camera intrinsics and extrinsics."""
+        return self.env.camera_calibration()
 
     def info(self) -> dict[str, Any]:
         """Relations of the goal, success, object names, goal text, centres, steps taken."""
