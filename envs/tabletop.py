@@ -33,6 +33,8 @@ from envs.scene import (
     CAMERAS,
     COLOUR_NAMES,
     DEFAULT_CAMERAS,
+    GRIPPER_HOVER,
+    GRIPPER_PARK,
     KIND_NAMES,
     KINDS,
     WORK_X,
@@ -117,6 +119,7 @@ class TabletopRelationsEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         self._handles = scene_handles(self.model, self.num_objects)
         self._state_size = mujoco.mj_stateSize(self.model, _STATE_SPEC)
         self._renderers: dict[tuple[int, int], mujoco.Renderer] = {}
+        self._gripper = int(self.model.body_mocapid[mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_BODY, "gripper")])
         self._default_lighting = (
             (self.model.vis.headlight.ambient.copy(), self.model.vis.headlight.diffuse.copy()),
             (self.model.light_diffuse[0].copy(), self.model.light_dir[0].copy()),
@@ -272,6 +275,34 @@ class TabletopRelationsEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         if [(rel.RELATION_TYPES.index(r.kind), r.subject, r.reference) for r in self.goal] != goal.tolist():
             self.goal = [rel.Relation(rel.RELATION_TYPES[t], int(a), int(b)) for t, a, b in goal]
         mujoco.mj_forward(self.model, self.data)
+
+    def move_gripper(self, x: float, y: float, z: float) -> None:
+        """Show the gripper with its fingertips at ``(x, y, z)`` (kinematic only: no physics is affected)."""
+        self.data.mocap_pos[self._gripper] = (x, y, z)
+        mujoco.mj_kinematics(self.model, self.data)
+
+    def park_gripper(self) -> None:
+        """Send the gripper out of every camera's view (where it waits between moves)."""
+        self.move_gripper(*GRIPPER_PARK)
+
+    def pick_and_place_frames(self, action: np.ndarray) -> list[dict[str, np.ndarray]]:
+        """Execute one action like :meth:`step` and return the views as the gripper moves through it.
+
+        Frames: the gripper above the object to pick, above the target with the object released and
+        settled, then parked (the plain views). Use for viewing episodes; planning uses :meth:`step`.
+        """
+        obj, x, y = self._decode(action)
+        geom = self.object_geometry()
+        self.move_gripper(*geom.centres[obj, :2], geom.tops[obj] + GRIPPER_HOVER)
+        frames = [self.render_views()]
+        self._pick_and_place(obj, x, y)
+        self.elapsed_steps += 1
+        geom = self.object_geometry()
+        self.move_gripper(*geom.centres[obj, :2], geom.tops[obj] + GRIPPER_HOVER)
+        frames.append(self.render_views())
+        self.park_gripper()
+        frames.append(self.render_views())
+        return frames
 
     def camera_calibration(self) -> dict[str, dict[str, Any]]:
         """Intrinsics and extrinsics of every observed camera (what a calibrated real rig also knows).

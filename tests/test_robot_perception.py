@@ -158,3 +158,26 @@ def test_segmenter_training_data_labels_are_the_simulator_masks_and_fitting_lowe
     assert np.mean(losses[-5:]) < np.mean(losses[:5])
     ious = iou_per_class(model, images, labels)
     assert set(ious) == set(CLASSES) and 0.0 <= ious["background"] <= 1.0
+
+
+def test_cem_refits_a_mixture_around_the_elites_and_keeps_exploring():
+    from ensemble.tasks.robot.oracle_relations import OracleRelationsScorer
+
+    gen = MPCGenerator(ENV_ID, {"cameras": ("top",), "width": 32, "height": 32}, n_candidates=40, iterations=3,
+                       max_steps=1, elite_frac=0.1, explore=0.25, elite_std=0.02)
+    ensemble = ScorerEnsemble({"oracle": OracleRelationsScorer()})
+    try:
+        state = gen.init_state(GOAL, 0)
+        context = gen.scorer_context(state)
+        proposal = gen.propose(state, context)
+        state = gen.refine(state, proposal, ensemble.score(context, proposal))
+        elites = state.elites[:, 0]
+        assert state.iteration == 1 and len(elites) == 4
+        plans = gen._sample(state)[:, 0]
+        # 30 of 40 from the elite mixture (same object as an elite, target within 5 sigma), 10 fresh
+        near = [np.any((elites[:, 0] == p[0]) & (np.hypot(*(elites[:, 1:] - p[1:]).T) < 0.1)) for p in plans]
+        assert sum(near) >= 30 and np.array_equal(plans[0], state.best_plan[0])
+        with pytest.raises(ValueError, match="distribution"):
+            MPCGenerator(distribution="kde")
+    finally:
+        gen.close()

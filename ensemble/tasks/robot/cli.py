@@ -18,6 +18,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--candidates", type=int, default=48, help="plans per sampling iteration")
     parser.add_argument("--iterations", type=int, default=3, help="sampling iterations per executed action")
     parser.add_argument("--max-steps", type=int, default=6, help="executed actions per episode at most")
+    parser.add_argument("--cem-distribution", default="elites", choices=["elites", "gaussian"],
+                        help="CEM's refitted distribution: a mixture around the elite plans, or one Gaussian per object")
+    parser.add_argument("--cem-explore", type=float, default=0.25,
+                        help="fraction of each later CEM iteration's plans drawn afresh from the proposal distribution")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads of each solver process")
     parser.add_argument("--segmenter-model", default="robot/segformer-tabletop",
                         help="SegFormer of the learned-segmenter systems: project checkpoint name or directory "
                         "(train it with `ensemble train robot-segmenter`)")
@@ -28,7 +33,9 @@ def solver_spec(args: argparse.Namespace) -> Any:
     from ensemble.contracts import SolverSpec
 
     return SolverSpec("robot", {}, {"views": args.views, "candidates": args.candidates, "iterations": args.iterations,
-                                    "max_steps": args.max_steps, "segmenter_model": args.segmenter_model})
+                                    "max_steps": args.max_steps, "segmenter_model": args.segmenter_model,
+                                    "cem_distribution": args.cem_distribution, "cem_explore": args.cem_explore,
+                                    "threads": args.threads})
 
 
 RUN_HELP = "one tabletop episode toward a goal; saves the camera views"

@@ -7,7 +7,8 @@ Every consensus round is one sampling iteration of the current control step:
 2. roll each plan out from the planning state on the world model (restore → apply → render every
    view) through the *rollout executor* (in-process, or sharded over Ray environment actors);
 3. the candidates put to the scorers are these predicted outcomes (per-view images / segmentations);
-4. refine: keep the plan of lowest summed energy; CEM refits the distribution to the elite plans;
+4. refine: keep the plan of lowest summed energy; CEM refits the distribution to the elite plans
+   (a mixture with one narrow Gaussian per elite, plus fresh proposals: see :class:`MPCGenerator`);
    after ``iterations`` rounds the first action of the best plan is executed in the environment and
    the robot re-plans from the new state;
 5. done when the goal holds (the environment's termination signal) or after ``max_steps`` actions.
@@ -45,7 +46,8 @@ class MPCState:
         step: actions executed so far.
         iteration: sampling iteration within the current step.
         probs: ``[horizon, K]`` probabilities of moving each goal object (CEM distribution).
-        mean, std: ``[horizon, K, 2]`` Gaussian over the target ``(x, y)`` per object.
+        mean, std: ``[horizon, K, 2]`` Gaussian over the target ``(x, y)`` per object (``distribution="gaussian"``).
+        elites: ``[E, horizon, 3]`` elite plans of the last iteration (``distribution="elites"``).
         best_plan: best ``(horizon, 3)`` plan found at this step; ``best_energy`` its summed energy.
         executed: actions executed so far, ``(object, x, y)`` each.
         relations: which goal relations hold after the last executed action (environment info).
@@ -74,6 +76,7 @@ class MPCState:
     done: bool = False
     objects: list[int] = field(default_factory=list)
     located: np.ndarray | None = None
+    elites: np.ndarray | None = None
 
 
 class MPCGenerator(Generator):
@@ -97,6 +100,14 @@ class MPCGenerator(Generator):
             never from the simulator's state.
         segmenter: what the proposals' object positions are segmented with (name or
             :class:`~ensemble.tasks.robot.segmenters.Segmenter`; the systems pass their scorers' segmenter).
+        distribution: CEM's sampling distribution after the first iteration. ``"elites"`` (default): a
+            mixture with one Gaussian per elite plan (same object; target std ``elite_std`` halved every
+            iteration, floor ``min_std``), so distinct good moves ("A onto B", "C left of D") are refined
+            side by side; ``"gaussian"``: one Gaussian per object fitted to its elites (a fit across
+            distinct modes lands between them).
+        explore: fraction of each CEM iteration's plans drawn afresh from the first iteration's proposal
+            distribution (uniform + object-centric), so an early wrong elite set cannot lock the search.
+        elite_std: target std (metres) of the elite mixture in the second iteration.
         executor: a :class:`~ensemble.tasks.robot.world_model.RolloutExecutor`; default: in-process rollouts.
         world_model: the model to plan and execute on; default: the simulator made from ``env_id``.
     """
@@ -119,6 +130,9 @@ class MPCGenerator(Generator):
         render: str = "segmentation",
         object_centric: float = 0.5,
         segmenter: Any = "simulator",
+        distribution: str = "elites",
+        explore: float = 0.25,
+        elite_std: float = 0.03,
         executor: RolloutExecutor | None = None,
         world_model: WorldModel | None = None,
     ) -> None:
@@ -136,6 +150,10 @@ class MPCGenerator(Generator):
             raise ValueError(f"object_centric={object_centric} must be in [0, 1]")
         self.object_centric = object_centric
         self.segmenter = segmenter
+        if distribution not in ("elites", "gaussian") or not 0.0 <= explore < 1.0 or elite_std <= 0:
+            raise ValueError(f"need distribution in (elites, gaussian), explore in [0, 1), elite_std > 0; got "
+                             f"{distribution!r}, {explore}, {elite_std}")
+        self.distribution, self.explore, self.elite_std = distribution, explore, elite_std
         self._locator: ObjectLocator | None = None
         self._world_model = world_model
         self._executor = executor
@@ -244,32 +262,58 @@ class MPCGenerator(Generator):
         state.probs = np.full((self.horizon, k), 1.0 / k)
         state.mean = np.zeros((self.horizon, k, 2))
         state.std = np.broadcast_to(np.array([WORK_X, WORK_Y]), (self.horizon, k, 2)).copy()
-        state.iteration, state.best_plan, state.best_energy = 0, None, float("inf")
+        state.iteration, state.best_plan, state.best_energy, state.elites = 0, None, float("inf"), None
         return state
 
     def _rng(self, state: MPCState) -> np.random.Generator:
         return np.random.default_rng([state.seed, state.step, state.iteration])
 
     def _sample(self, state: MPCState) -> np.ndarray:
-        """``[N, horizon, 3]`` plans: uniform on the first iteration (and always for random shooting)."""
+        """``[N, horizon, 3]`` plans: the proposal distribution on the first iteration (always for random
+        shooting); then CEM's refitted distribution, with a fraction ``explore`` of fresh proposals."""
         rng = self._rng(state)
-        k, h, n = len(state.objects), self.horizon, self.n
-        plans = np.empty((n, h, 3), dtype=np.float32)
-        bound = np.array([WORK_X, WORK_Y])
-        uniform = self.method == "random" or state.iteration == 0
-        for t in range(h):
-            which = rng.choice(k, size=n, p=state.probs[t])
-            if uniform:
-                xy = rng.uniform(-bound, bound, size=(n, 2))
-                if t == 0 and self.object_centric > 0 and k > 1:
-                    xy = self._object_centric(state, rng, which, xy)
-            else:
-                xy = state.mean[t, which] + state.std[t, which] * rng.standard_normal((n, 2))
-            plans[:, t, 0] = np.asarray(state.objects)[which]
-            plans[:, t, 1:] = np.clip(xy, -bound, bound)
-        if not uniform and state.best_plan is not None:
+        if self.method == "random" or state.iteration == 0:
+            return self._propose_fresh(state, rng, self.n)
+        n_fresh = int(round(self.explore * self.n))
+        refit = self._sample_elites if self.distribution == "elites" else self._sample_gaussian
+        plans = np.concatenate([refit(state, rng, self.n - n_fresh), self._propose_fresh(state, rng, n_fresh)])
+        if state.best_plan is not None:
             plans[0] = state.best_plan  # elitism: the best plan so far stays in the pool
         return plans
+
+    def _propose_fresh(self, state: MPCState, rng: np.random.Generator, n: int) -> np.ndarray:
+        """Uniform objects and targets, a fraction ``object_centric`` aimed at other objects as seen."""
+        k, h = len(state.objects), self.horizon
+        plans = np.empty((n, h, 3), dtype=np.float32)
+        bound = np.array([WORK_X, WORK_Y])
+        for t in range(h):
+            which = rng.choice(k, size=n, p=np.full(k, 1.0 / k))
+            xy = rng.uniform(-bound, bound, size=(n, 2))
+            if t == 0 and self.object_centric > 0 and k > 1 and state.located is not None:
+                xy = self._object_centric(state, rng, which, xy)
+            plans[:, t, 0] = np.asarray(state.objects)[which]
+            plans[:, t, 1:] = np.clip(xy, -bound, bound)
+        return plans
+
+    def _sample_gaussian(self, state: MPCState, rng: np.random.Generator, n: int) -> np.ndarray:
+        """One Gaussian per object over its target, objects by the refitted probabilities."""
+        k, h = len(state.objects), self.horizon
+        plans = np.empty((n, h, 3), dtype=np.float32)
+        bound = np.array([WORK_X, WORK_Y])
+        for t in range(h):
+            which = rng.choice(k, size=n, p=state.probs[t])
+            xy = state.mean[t, which] + state.std[t, which] * rng.standard_normal((n, 2))
+            plans[:, t, 0] = np.asarray(state.objects)[which]
+            plans[:, t, 1:] = np.clip(xy, -bound, bound)
+        return plans
+
+    def _sample_elites(self, state: MPCState, rng: np.random.Generator, n: int) -> np.ndarray:
+        """A mixture with one Gaussian per elite plan: the elite's objects, its targets plus noise."""
+        bound = np.array([WORK_X, WORK_Y])
+        plans = state.elites[rng.integers(len(state.elites), size=n)].copy()
+        std = max(self.min_std, self.elite_std * 0.5 ** (state.iteration - 1))
+        plans[:, :, 1:] = np.clip(plans[:, :, 1:] + std * rng.standard_normal(plans[:, :, 1:].shape), -bound, bound)
+        return plans.astype(np.float32)
 
     def _object_centric(
         self, state: MPCState, rng: np.random.Generator, which: np.ndarray, xy: np.ndarray
@@ -302,9 +346,12 @@ class MPCGenerator(Generator):
         return state
 
     def _refit(self, state: MPCState, plans: np.ndarray, energy: np.ndarray) -> None:
-        """CEM: object probabilities and per-object target Gaussians from the elite plans."""
+        """CEM: the elite plans (mixture), or object probabilities and per-object target Gaussians."""
         n_elite = max(2, int(round(self.elite_frac * len(energy))))
         elite = plans[np.argsort(energy, kind="stable")[:n_elite]]
+        state.elites = elite.copy()
+        if self.distribution == "elites":
+            return
         index = {o: j for j, o in enumerate(state.objects)}
         k = len(state.objects)
         for t in range(self.horizon):

@@ -79,6 +79,10 @@ class RobotSettings:
         env_id: gymnasium id of the environment.
         env_kwargs: extra environment arguments (e.g. render ``width``/``height``).
         frames: keep the tiled camera views of every executed step in the row (Serve, ``run``).
+        cem_distribution: CEM's refitted distribution, ``"elites"`` (a mixture around the elite plans) or
+            ``"gaussian"`` (one Gaussian per object; the earlier planner).
+        cem_explore: fraction of every later CEM iteration's plans drawn afresh from the proposal distribution.
+        threads: torch CPU threads of the solver's process (the learned segmenter); not part of the hash.
         segmenter_model: the learned systems' SegFormer: a project checkpoint name, a directory, or
             ``"tiny"`` (an untrained tiny model built from its config: tests and ``--tiny`` runs).
     """
@@ -91,12 +95,18 @@ class RobotSettings:
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     frames: bool = False
     segmenter_model: str = "robot/segformer-tabletop"
+    cem_distribution: str = "elites"
+    cem_explore: float = 0.25
+    threads: int = 1
 
     def __post_init__(self) -> None:
         if self.views not in VIEW_SETS:
             raise ValueError(f"views={self.views} must be one of {sorted(VIEW_SETS)}")
         if min(self.candidates, self.iterations, self.max_steps) < 1:
             raise ValueError("candidates, iterations and max_steps must be at least 1")
+        if self.cem_distribution not in ("elites", "gaussian") or not 0.0 <= self.cem_explore < 1.0:
+            raise ValueError(f"cem_distribution={self.cem_distribution!r} must be elites or gaussian and "
+                             f"cem_explore={self.cem_explore} in [0, 1)")
 
 
 def build(config: RobotConfig, settings: RobotSettings, executor: Any = None) -> tuple[Any, Any]:
@@ -117,6 +127,7 @@ def build(config: RobotConfig, settings: RobotSettings, executor: Any = None) ->
         "mpc", env_id=settings.env_id, env_kwargs={**settings.env_kwargs, "cameras": config.cameras},
         n_candidates=settings.candidates, iterations=settings.iterations, method=config.method,
         max_steps=settings.max_steps, render="rgb" if rgb else "segmentation", segmenter=segmenter,
+        distribution=settings.cem_distribution, explore=settings.cem_explore,
         executor=executor,
     )
     return generator, ScorerEnsemble(scorers)
@@ -147,7 +158,9 @@ class RobotSolver(Solver):
     def config_hash(self, system: str) -> str:
         self.check_systems([system])
         budget = {"candidates": self.settings.candidates, "iterations": self.settings.iterations,
-                  "max_steps": self.settings.max_steps}
+                  "max_steps": self.settings.max_steps, "proposals": "perception"}
+        if self.configs[system].method == "cem":
+            budget["cem"] = [self.settings.cem_distribution, self.settings.cem_explore]
         spec = {"name": self.task.name, "env_id": self.settings.env_id, "env_kwargs": self.settings.env_kwargs}
         config = self.configs[system]
         if config.segmenter == "learned":  # a retrained segmenter is another system
@@ -160,9 +173,12 @@ class RobotSolver(Solver):
     def _system(self, system: str) -> tuple[Any, Any]:
         if system not in self._built:
             if not self._built:  # the first build: no renderer exists yet in this process
+                import torch
+
                 from ensemble.tasks.robot.segformer import preload
 
                 preload()
+                torch.set_num_threads(self.settings.threads)
             config = self.configs[system]
             executor = None
             if self.executor_factory is not None:
@@ -208,7 +224,8 @@ class RobotSolver(Solver):
 
 
 def episode_frames(world_model: Any, env_state: Any, actions: list[Any]) -> list[Any]:
-    """Tiled camera views before the episode and after each executed action."""
+    """Tiled camera views before the episode and as each executed action is carried out (the gripper
+    above the object it picks, above where it placed it, then parked out of view)."""
     import numpy as np
 
     from ensemble.media import tile_frames
@@ -216,8 +233,7 @@ def episode_frames(world_model: Any, env_state: Any, actions: list[Any]) -> list
     world_model.restore(env_state)
     frames = [tile_frames(list(world_model.render_views().values()))]
     for action in actions:
-        world_model.step(np.asarray(action, dtype=np.float32))
-        frames.append(tile_frames(list(world_model.render_views().values())))
+        frames += [tile_frames(list(v.values())) for v in world_model.step_frames(np.asarray(action, dtype=np.float32))]
     return frames
 
 

@@ -47,6 +47,9 @@ class RobotTask(Task):
             raise ValueError(f"split={split!r} is not one of {', '.join(SPLIT_OFFSETS)}")
         import gymnasium as gym
 
+        from ensemble.tasks.robot.segformer import preload
+
+        preload()  # before this process's first renderer (see segformer.preload)
         env = gym.make(self.env_id, disable_env_checker=True, **self.env_kwargs).unwrapped
         try:
             items = []
