@@ -181,3 +181,18 @@ def test_cem_refits_a_mixture_around_the_elites_and_keeps_exploring():
             MPCGenerator(distribution="kde")
     finally:
         gen.close()
+
+
+def test_planner_bench_control_step_executes_one_action_and_reports_the_chosen_energy():
+    from ensemble.tasks.robot.bench_planner import VARIANTS, control_step
+    from ensemble.tasks.robot.oracle_relations import OracleRelationsScorer
+
+    ensemble = ScorerEnsemble({"oracle": OracleRelationsScorer()})
+    for name in ("random", "cem-elites+explore"):
+        gen = MPCGenerator(ENV_ID, {"cameras": ("top",), "width": 32, "height": 32}, n_candidates=8, iterations=2,
+                           max_steps=1, **VARIANTS[name])
+        try:
+            state, energy, elites = control_step(gen, ensemble, gen.init_state(GOAL, 0))
+            assert state.step == 1 and np.isfinite(energy) and (elites is None) == (name == "random")
+        finally:
+            gen.close()
