@@ -109,6 +109,24 @@ def _object_body(slot: int) -> str:
     </body>"""
 
 
+GRIPPER_PARK = (0.0, 0.0, 2.5)
+"""Where the gripper waits between moves: above every camera, so planning renders never see it."""
+GRIPPER_HOVER = 0.035
+"""Height (metres) of the fingertips above the object the gripper picks or releases."""
+
+
+def _gripper_body() -> str:
+    """A two-finger gripper on a mocap body (kinematic, no collisions: it shows the moves, physics is unchanged)."""
+    grey = 'rgba="0.25 0.25 0.28 1" contype="0" conaffinity="0"'
+    return f"""
+    <body name="gripper" mocap="true" pos="{" ".join(map(str, GRIPPER_PARK))}">
+      <geom name="gripper_wrist" type="cylinder" size="0.012 0.08" pos="0 0 0.13" {grey}/>
+      <geom name="gripper_palm" type="box" size="0.06 0.015 0.012" pos="0 0 0.05" {grey}/>
+      <geom name="gripper_finger_l" type="box" size="0.006 0.012 0.03" pos="-0.05 0 0.01" {grey}/>
+      <geom name="gripper_finger_r" type="box" size="0.006 0.012 0.03" pos="0.05 0 0.01" {grey}/>
+    </body>"""
+
+
 def build_scene_xml(num_objects: int, max_render_size: int = 640) -> str:
     """MJCF text of the scene with ``num_objects`` object slots and every camera in :data:`CAMERAS`.
 
@@ -152,6 +170,7 @@ def build_scene_xml(num_objects: int, max_render_size: int = 640) -> str:
 {legs}
 {cameras}
 {bodies}
+{_gripper_body()}
   </worldbody>
 </mujoco>
 """

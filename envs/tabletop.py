@@ -33,6 +33,8 @@ from envs.scene import (
     CAMERAS,
     COLOUR_NAMES,
     DEFAULT_CAMERAS,
+    GRIPPER_HOVER,
+    GRIPPER_PARK,
     KIND_NAMES,
     KINDS,
     WORK_X,
@@ -117,6 +119,11 @@ class TabletopRelationsEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         self._handles = scene_handles(self.model, self.num_objects)
         self._state_size = mujoco.mj_stateSize(self.model, _STATE_SPEC)
         self._renderers: dict[tuple[int, int], mujoco.Renderer] = {}
+        self._gripper = int(self.model.body_mocapid[mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_BODY, "gripper")])
+        self._default_lighting = (
+            (self.model.vis.headlight.ambient.copy(), self.model.vis.headlight.diffuse.copy()),
+            (self.model.light_diffuse[0].copy(), self.model.light_dir[0].copy()),
+        )
 
         # 3. Spaces.
         n = self.num_objects
@@ -268,6 +275,69 @@ class TabletopRelationsEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         if [(rel.RELATION_TYPES.index(r.kind), r.subject, r.reference) for r in self.goal] != goal.tolist():
             self.goal = [rel.Relation(rel.RELATION_TYPES[t], int(a), int(b)) for t, a, b in goal]
         mujoco.mj_forward(self.model, self.data)
+
+    def move_gripper(self, x: float, y: float, z: float) -> None:
+        """Show the gripper with its fingertips at ``(x, y, z)`` (kinematic only: no physics is affected)."""
+        self.data.mocap_pos[self._gripper] = (x, y, z)
+        mujoco.mj_kinematics(self.model, self.data)
+
+    def park_gripper(self) -> None:
+        """Send the gripper out of every camera's view (where it waits between moves)."""
+        self.move_gripper(*GRIPPER_PARK)
+
+    def pick_and_place_frames(self, action: np.ndarray) -> list[dict[str, np.ndarray]]:
+        """Execute one action like :meth:`step` and return the views as the gripper moves through it.
+
+        Frames: the gripper above the object to pick, above the target with the object released and
+        settled, then parked (the plain views). Use for viewing episodes; planning uses :meth:`step`.
+        """
+        obj, x, y = self._decode(action)
+        geom = self.object_geometry()
+        self.move_gripper(*geom.centres[obj, :2], geom.tops[obj] + GRIPPER_HOVER)
+        frames = [self.render_views()]
+        self._pick_and_place(obj, x, y)
+        self.elapsed_steps += 1
+        geom = self.object_geometry()
+        self.move_gripper(*geom.centres[obj, :2], geom.tops[obj] + GRIPPER_HOVER)
+        frames.append(self.render_views())
+        self.park_gripper()
+        frames.append(self.render_views())
+        return frames
+
+    def camera_calibration(self) -> dict[str, dict[str, Any]]:
+        """Intrinsics and extrinsics of every observed camera (what a calibrated real rig also knows).
+
+        Returns:
+            camera name -> ``{"pos": (3,) position, "rot": (3, 3) rotation whose columns are the camera's
+            x (image right), y (image up) and z (backwards) axes in the world frame, "fovy": vertical field
+            of view in degrees, "width", "height": image size}``.
+        """
+        out = {}
+        for c in self.cameras:
+            cid = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_CAMERA, c)
+            out[c] = {"pos": self.data.cam_xpos[cid].copy(), "rot": self.data.cam_xmat[cid].reshape(3, 3).copy(),
+                      "fovy": float(self.model.cam_fovy[cid]), "width": self.width, "height": self.height}
+        return out
+
+    def set_lighting(self, ambient: float = 1.0, diffuse: float = 1.0, direction: Sequence[float] | None = None) -> None:
+        """Scale the scene's lights (1.0 = the defaults) and optionally point the sun elsewhere.
+
+        Lighting is not part of :meth:`get_state`; it varies renders (e.g. for training a segmenter) and is
+        reset to the defaults with ``set_lighting()``.
+
+        Args:
+            ambient: factor on the headlight's ambient light.
+            diffuse: factor on the headlight's and the sun's diffuse light.
+            direction: the sun's direction (normalised here); ``None`` keeps the default.
+        """
+        if min(ambient, diffuse) < 0:
+            raise ValueError(f"light factors must be >= 0, got ambient={ambient}, diffuse={diffuse}")
+        head, sun = self._default_lighting
+        self.model.vis.headlight.ambient[:] = np.clip(head[0] * ambient, 0, 1)
+        self.model.vis.headlight.diffuse[:] = np.clip(head[1] * diffuse, 0, 1)
+        self.model.light_diffuse[0] = np.clip(sun[0] * diffuse, 0, 1)
+        d = np.asarray(sun[1] if direction is None else direction, dtype=np.float64)
+        self.model.light_dir[0] = d / max(float(np.linalg.norm(d)), 1e-9)
 
     def render_views(self, segmentation: bool = False) -> dict[str, np.ndarray]:
         """Render every observed camera for the current state.

@@ -243,3 +243,26 @@ def test_render_grid_and_save_strip(tmp_path: Path) -> None:
     finally:
         e.close()
         e.close()  # closing twice is allowed
+
+
+def test_gripper_is_seen_at_pick_and_place_and_parked_out_of_every_view() -> None:
+    e = gym.make("Tabletop-Relations-4view-v0").unwrapped
+    try:
+        e.reset(seed=1)
+        parked = e.render_views()
+        gripper = [i for i in range(e.model.ngeom) if e.model.geom(i).name.startswith("gripper")]
+        groups = e.model.geom_group.copy()
+        e.model.geom_group[gripper] = 3  # hidden
+        assert all(np.array_equal(parked[c], v) for c, v in e.render_views().items())  # parked: in no view
+        e.model.geom_group[:] = groups
+        state = e.get_state()
+        action = e.make_action(0, 0.1, 0.05)
+        frames = e.pick_and_place_frames(action)
+        assert len(frames) == 3 and e.elapsed_steps == 1
+        for camera in e.cameras:  # the gripper shows in the pick and place frames, not after parking
+            assert (frames[0][camera] != frames[2][camera]).any() and (frames[1][camera] != frames[2][camera]).any()
+        e.set_state(state)
+        e.step(action)
+        assert all(np.array_equal(frames[2][c], v) for c, v in e.render_views().items())  # physics as step
+    finally:
+        e.close()

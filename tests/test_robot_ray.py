@@ -28,7 +28,7 @@ def test_shard_covers_everything():
 
 def _episode(executor=None):
     gen = MPCGenerator(ENV_ID, KWARGS, n_candidates=8, iterations=2, max_steps=2, executor=executor)
-    ensemble = ScorerEnsemble({c: ViewRelationsScorer(c) for c in KWARGS["cameras"]})
+    ensemble = ScorerEnsemble({c: ViewRelationsScorer(c, "simulator") for c in KWARGS["cameras"]})
     try:
         state0 = gen.init_state(GOAL, 4)
         return run_consensus(gen, ensemble, gen.scorer_context(state0), ConsensusConfig(seed=4), state=state0)

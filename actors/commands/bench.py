@@ -36,6 +36,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     rp = targets.add_parser("robot", help="MPC rollout throughput: 2 environment actors vs 1")
     bench_robot.add_arguments(rp)
     rp.set_defaults(func=bench_robot.run)
+    from ensemble.tasks.robot import bench_planner
+
+    pp = targets.add_parser("robot-planner", help="one MPC control step per goal: random shooting vs CEM variants")
+    bench_planner.add_arguments(pp)
+    pp.set_defaults(func=bench_planner.run)
     ep = targets.add_parser("eval", help="evaluation on Ray: items/s with 2 solver workers vs 1, Ray Data vs actors")
     bench_eval.add_arguments(ep)
     ep.set_defaults(func=bench_eval.run)

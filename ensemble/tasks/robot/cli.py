@@ -18,6 +18,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--candidates", type=int, default=48, help="plans per sampling iteration")
     parser.add_argument("--iterations", type=int, default=3, help="sampling iterations per executed action")
     parser.add_argument("--max-steps", type=int, default=6, help="executed actions per episode at most")
+    parser.add_argument("--cem-distribution", default="elites", choices=["elites", "gaussian"],
+                        help="CEM's refitted distribution: a mixture around the elite plans, or one Gaussian per object")
+    parser.add_argument("--cem-explore", type=float, default=0.25,
+                        help="fraction of each later CEM iteration's plans drawn afresh from the proposal distribution")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads of each solver process")
+    parser.add_argument("--segmenter-model", default="robot/segformer-tabletop",
+                        help="SegFormer of the learned-segmenter systems: project checkpoint name or directory "
+                        "(train it with `ensemble train robot-segmenter`)")
 
 
 def solver_spec(args: argparse.Namespace) -> Any:
@@ -25,7 +33,9 @@ def solver_spec(args: argparse.Namespace) -> Any:
     from ensemble.contracts import SolverSpec
 
     return SolverSpec("robot", {}, {"views": args.views, "candidates": args.candidates, "iterations": args.iterations,
-                                    "max_steps": args.max_steps})
+                                    "max_steps": args.max_steps, "segmenter_model": args.segmenter_model,
+                                    "cem_distribution": args.cem_distribution, "cem_explore": args.cem_explore,
+                                    "threads": args.threads})
 
 
 RUN_HELP = "one tabletop episode toward a goal; saves the camera views"
@@ -76,3 +86,43 @@ def run(args: argparse.Namespace) -> int:
         return 0 if row["answer"] else 1
     finally:
         solver.close()
+
+
+# -- train --------------------------------------------------------------------------------------------------
+def add_train_arguments(p: argparse.ArgumentParser) -> None:
+    """Flags of ``ensemble train robot-segmenter``."""
+    from ensemble.tasks.robot.segmenter_train import SegmenterTrainConfig
+
+    d = SegmenterTrainConfig()
+    p.add_argument("--scenes", type=int, default=d.scenes, help="training scenes rendered (x4 cameras, random lighting)")
+    p.add_argument("--heldout-scenes", type=int, default=d.heldout_scenes, help="held-out scenes for the IoU report")
+    p.add_argument("--steps", type=int, default=d.steps, help="optimiser steps")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="images per step")
+    p.add_argument("--lr", type=float, default=d.lr, help="peak learning rate")
+    p.add_argument("--size", default=d.size, choices=["small", "tiny"], help="SegFormer size")
+    p.add_argument("--name", default=d.name, help="project checkpoint name to save as")
+    p.add_argument("--seed", type=int, default=0, help="training seed")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+
+
+def train(args: argparse.Namespace) -> int:
+    """Train the SegFormer segmenter on simulator-labelled renders; print held-out IoU per class."""
+    import torch
+
+    from ensemble.tasks.robot.segmenter_train import SegmenterTrainConfig, train_segmenter
+
+    torch.set_num_threads(args.threads)
+    cfg = SegmenterTrainConfig(scenes=args.scenes, heldout_scenes=args.heldout_scenes, steps=args.steps,
+                               batch_size=args.batch_size, lr=args.lr, size=args.size, name=args.name, seed=args.seed)
+    r = train_segmenter(cfg)
+    print("held-out IoU per class: " + ", ".join(f"{c} {v:.3f}" for c, v in r["heldout_iou"].items()))
+    print(f"mIoU over objects {r['heldout_miou_objects']:.3f}, over all classes {r['heldout_miou_all']:.3f}; "
+          f"{r['parameters']} parameters; {r['seconds']:.0f} s ({r['render_seconds']:.0f} s rendering); saved {r['path']}")
+    return 0
+
+
+TRAIN_TARGETS = {
+    "robot-segmenter": ("the robot task's RGB segmenter (a small SegFormer) on simulator-labelled tabletop renders",
+                        add_train_arguments, train),
+}
+"""``ensemble train`` targets of this task: name → (help, add_arguments, run)."""

@@ -7,7 +7,8 @@ Every consensus round is one sampling iteration of the current control step:
 2. roll each plan out from the planning state on the world model (restore → apply → render every
    view) through the *rollout executor* (in-process, or sharded over Ray environment actors);
 3. the candidates put to the scorers are these predicted outcomes (per-view images / segmentations);
-4. refine: keep the plan of lowest summed energy; CEM refits the distribution to the elite plans;
+4. refine: keep the plan of lowest summed energy; CEM refits the distribution to the elite plans
+   (a mixture with one narrow Gaussian per elite, plus fresh proposals: see :class:`MPCGenerator`);
    after ``iterations`` rounds the first action of the best plan is executed in the environment and
    the robot re-plans from the new state;
 5. done when the goal holds (the environment's termination signal) or after ``max_steps`` actions.
@@ -24,6 +25,8 @@ from typing import Any
 import numpy as np
 
 from ensemble.contracts import Generator, Proposal
+from ensemble.tasks.robot.perception import ObjectLocator
+from ensemble.tasks.robot.segmenters import SimulatorSegmenter
 from ensemble.tasks.robot.spatial import named_relations
 from ensemble.tasks.robot.world_model import LocalExecutor, RolloutExecutor, SimulatorWorldModel, WorldModel
 
@@ -43,13 +46,17 @@ class MPCState:
         step: actions executed so far.
         iteration: sampling iteration within the current step.
         probs: ``[horizon, K]`` probabilities of moving each goal object (CEM distribution).
-        mean, std: ``[horizon, K, 2]`` Gaussian over the target ``(x, y)`` per object.
+        mean, std: ``[horizon, K, 2]`` Gaussian over the target ``(x, y)`` per object (``distribution="gaussian"``).
+        elites: ``[E, horizon, 3]`` elite plans of the last iteration (``distribution="elites"``).
         best_plan: best ``(horizon, 3)`` plan found at this step; ``best_energy`` its summed energy.
         executed: actions executed so far, ``(object, x, y)`` each.
         relations: which goal relations hold after the last executed action (environment info).
         named_goal: the goal as named relations ``(kind, subject, reference)``, as the environment parsed it.
         success: every goal relation holds.
         done: the episode is over.
+        objects: indices of the goal's objects (the ones plans move).
+        located: ``[K, 2]`` table positions of the goal objects estimated from the current camera views
+            (NaN where an object is not seen); object-centric proposals aim at these.
     """
 
     env_state: np.ndarray
@@ -68,6 +75,8 @@ class MPCState:
     success: bool = False
     done: bool = False
     objects: list[int] = field(default_factory=list)
+    located: np.ndarray | None = None
+    elites: np.ndarray | None = None
 
 
 class MPCGenerator(Generator):
@@ -85,8 +94,20 @@ class MPCGenerator(Generator):
         max_steps: actions per episode.
         render: what rollouts render: ``"segmentation"``, ``"rgb"`` or ``"both"`` (what the scorers read).
         object_centric: fraction of uniformly sampled first actions whose target is another goal
-            object's current position in the world model (plus 1 cm noise) instead of a uniform point:
-            object-centric proposals make stacking reachable with few samples.
+            object's position as the cameras show it (plus 1 cm noise) instead of a uniform point:
+            object-centric proposals make stacking reachable with few samples. Positions come from
+            segmenting the current views (:class:`~ensemble.tasks.robot.perception.ObjectLocator`),
+            never from the simulator's state.
+        segmenter: what the proposals' object positions are segmented with (name or
+            :class:`~ensemble.tasks.robot.segmenters.Segmenter`; the systems pass their scorers' segmenter).
+        distribution: CEM's sampling distribution after the first iteration. ``"elites"`` (default): a
+            mixture with one Gaussian per elite plan (same object; target std ``elite_std`` halved every
+            iteration, floor ``min_std``), so distinct good moves ("A onto B", "C left of D") are refined
+            side by side; ``"gaussian"``: one Gaussian per object fitted to its elites (a fit across
+            distinct modes lands between them).
+        explore: fraction of each CEM iteration's plans drawn afresh from the first iteration's proposal
+            distribution (uniform + object-centric), so an early wrong elite set cannot lock the search.
+        elite_std: target std (metres) of the elite mixture in the second iteration.
         executor: a :class:`~ensemble.tasks.robot.world_model.RolloutExecutor`; default: in-process rollouts.
         world_model: the model to plan and execute on; default: the simulator made from ``env_id``.
     """
@@ -108,6 +129,10 @@ class MPCGenerator(Generator):
         max_steps: int = 6,
         render: str = "segmentation",
         object_centric: float = 0.5,
+        segmenter: Any = "simulator",
+        distribution: str = "elites",
+        explore: float = 0.25,
+        elite_std: float = 0.03,
         executor: RolloutExecutor | None = None,
         world_model: WorldModel | None = None,
     ) -> None:
@@ -124,6 +149,12 @@ class MPCGenerator(Generator):
         if not 0.0 <= object_centric <= 1.0:
             raise ValueError(f"object_centric={object_centric} must be in [0, 1]")
         self.object_centric = object_centric
+        self.segmenter = segmenter
+        if distribution not in ("elites", "gaussian") or not 0.0 <= explore < 1.0 or elite_std <= 0:
+            raise ValueError(f"need distribution in (elites, gaussian), explore in [0, 1), elite_std > 0; got "
+                             f"{distribution!r}, {explore}, {elite_std}")
+        self.distribution, self.explore, self.elite_std = distribution, explore, elite_std
+        self._locator: ObjectLocator | None = None
         self._world_model = world_model
         self._executor = executor
 
@@ -170,7 +201,7 @@ class MPCGenerator(Generator):
             named_goal=[(r.kind, r.subject, r.reference) for r in named_relations(info)],
         )
         state.done = state.success
-        return self._fresh_distribution(state)
+        return self._fresh_distribution(self._perceive(state))
 
     @staticmethod
     def scorer_context(state: MPCState) -> dict[str, Any]:
@@ -231,50 +262,96 @@ class MPCGenerator(Generator):
         state.probs = np.full((self.horizon, k), 1.0 / k)
         state.mean = np.zeros((self.horizon, k, 2))
         state.std = np.broadcast_to(np.array([WORK_X, WORK_Y]), (self.horizon, k, 2)).copy()
-        state.iteration, state.best_plan, state.best_energy = 0, None, float("inf")
+        state.iteration, state.best_plan, state.best_energy, state.elites = 0, None, float("inf"), None
         return state
 
     def _rng(self, state: MPCState) -> np.random.Generator:
         return np.random.default_rng([state.seed, state.step, state.iteration])
 
     def _sample(self, state: MPCState) -> np.ndarray:
-        """``[N, horizon, 3]`` plans: uniform on the first iteration (and always for random shooting)."""
+        """``[N, horizon, 3]`` plans: the proposal distribution on the first iteration (always for random
+        shooting); then CEM's refitted distribution, with a fraction ``explore`` of fresh proposals."""
         rng = self._rng(state)
-        k, h, n = len(state.objects), self.horizon, self.n
-        plans = np.empty((n, h, 3), dtype=np.float32)
-        bound = np.array([WORK_X, WORK_Y])
-        uniform = self.method == "random" or state.iteration == 0
-        for t in range(h):
-            which = rng.choice(k, size=n, p=state.probs[t])
-            if uniform:
-                xy = rng.uniform(-bound, bound, size=(n, 2))
-                if t == 0 and self.object_centric > 0 and k > 1:
-                    xy = self._object_centric(state, rng, which, xy)
-            else:
-                xy = state.mean[t, which] + state.std[t, which] * rng.standard_normal((n, 2))
-            plans[:, t, 0] = np.asarray(state.objects)[which]
-            plans[:, t, 1:] = np.clip(xy, -bound, bound)
-        if not uniform and state.best_plan is not None:
+        if self.method == "random" or state.iteration == 0:
+            return self._propose_fresh(state, rng, self.n)
+        n_fresh = int(round(self.explore * self.n))
+        refit = self._sample_elites if self.distribution == "elites" else self._sample_gaussian
+        plans = np.concatenate([refit(state, rng, self.n - n_fresh), self._propose_fresh(state, rng, n_fresh)])
+        if state.best_plan is not None:
             plans[0] = state.best_plan  # elitism: the best plan so far stays in the pool
         return plans
+
+    def _propose_fresh(self, state: MPCState, rng: np.random.Generator, n: int) -> np.ndarray:
+        """Uniform objects and targets, a fraction ``object_centric`` aimed at other objects as seen."""
+        k, h = len(state.objects), self.horizon
+        plans = np.empty((n, h, 3), dtype=np.float32)
+        bound = np.array([WORK_X, WORK_Y])
+        for t in range(h):
+            which = rng.choice(k, size=n, p=np.full(k, 1.0 / k))
+            xy = rng.uniform(-bound, bound, size=(n, 2))
+            if t == 0 and self.object_centric > 0 and k > 1 and state.located is not None:
+                xy = self._object_centric(state, rng, which, xy)
+            plans[:, t, 0] = np.asarray(state.objects)[which]
+            plans[:, t, 1:] = np.clip(xy, -bound, bound)
+        return plans
+
+    def _sample_gaussian(self, state: MPCState, rng: np.random.Generator, n: int) -> np.ndarray:
+        """One Gaussian per object over its target, objects by the refitted probabilities."""
+        k, h = len(state.objects), self.horizon
+        plans = np.empty((n, h, 3), dtype=np.float32)
+        bound = np.array([WORK_X, WORK_Y])
+        for t in range(h):
+            which = rng.choice(k, size=n, p=state.probs[t])
+            xy = state.mean[t, which] + state.std[t, which] * rng.standard_normal((n, 2))
+            plans[:, t, 0] = np.asarray(state.objects)[which]
+            plans[:, t, 1:] = np.clip(xy, -bound, bound)
+        return plans
+
+    def _sample_elites(self, state: MPCState, rng: np.random.Generator, n: int) -> np.ndarray:
+        """A mixture with one Gaussian per elite plan: the elite's objects, its targets plus noise."""
+        bound = np.array([WORK_X, WORK_Y])
+        plans = state.elites[rng.integers(len(state.elites), size=n)].copy()
+        std = max(self.min_std, self.elite_std * 0.5 ** (state.iteration - 1))
+        plans[:, :, 1:] = np.clip(plans[:, :, 1:] + std * rng.standard_normal(plans[:, :, 1:].shape), -bound, bound)
+        return plans.astype(np.float32)
 
     def _object_centric(
         self, state: MPCState, rng: np.random.Generator, which: np.ndarray, xy: np.ndarray
     ) -> np.ndarray:
-        """Replace a fraction of uniform targets by another goal object's position (1 cm noise)."""
-        wm = self.world_model
-        wm.restore(state.env_state)
-        centres = np.asarray(wm.info()["centres"])[state.objects, :2]
+        """Replace a fraction of uniform targets by another goal object's seen position (1 cm noise)."""
         k = len(state.objects)
         other = (which + rng.integers(1, k, size=len(which))) % k  # never the moved object itself
         centric = rng.random(len(which)) < self.object_centric
-        near = centres[other] + 0.01 * rng.standard_normal((len(which), 2))
-        return np.where(centric[:, None], near, xy)
+        near = state.located[other] + 0.01 * rng.standard_normal((len(which), 2))
+        return np.where(centric[:, None] & np.isfinite(near), near, xy)
+
+    @property
+    def locator(self) -> ObjectLocator:
+        """Finds objects in the current views (built on first use, with the world model's cameras)."""
+        if self._locator is None:
+            self._locator = ObjectLocator(self.segmenter, self.world_model.calibration())
+        return self._locator
+
+    def _perceive(self, state: MPCState) -> MPCState:
+        """Locate the goal objects in the current camera views (what a real robot would see)."""
+        if self.object_centric <= 0:
+            return state
+        wm = self.world_model
+        wm.restore(state.env_state)
+        render = "segmentation" if isinstance(self.locator.segmenter, SimulatorSegmenter) else "rgb"
+        outcome = wm.outcome(render)
+        names = [outcome.object_names[i].lower() for i in state.objects]
+        found = self.locator.locate(outcome, names)
+        state.located = np.array([found[n][:2] if n in found else (np.nan, np.nan) for n in names], dtype=np.float64)
+        return state
 
     def _refit(self, state: MPCState, plans: np.ndarray, energy: np.ndarray) -> None:
-        """CEM: object probabilities and per-object target Gaussians from the elite plans."""
+        """CEM: the elite plans (mixture), or object probabilities and per-object target Gaussians."""
         n_elite = max(2, int(round(self.elite_frac * len(energy))))
         elite = plans[np.argsort(energy, kind="stable")[:n_elite]]
+        state.elites = elite.copy()
+        if self.distribution == "elites":
+            return
         index = {o: j for j, o in enumerate(state.objects)}
         k = len(state.objects)
         for t in range(self.horizon):
@@ -300,4 +377,4 @@ class MPCGenerator(Generator):
         state.relations = [bool(r) for r in info["relations"]]
         state.success = bool(info["success"])
         state.done = state.success or state.step >= self.max_steps
-        return self._fresh_distribution(state)
+        return self._fresh_distribution(self._perceive(state))

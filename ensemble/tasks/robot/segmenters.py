@@ -30,7 +30,10 @@ OBJECT_COLOURS: dict[str, tuple[float, float, float]] = {
 }
 """Known RGB colours of the objects (the tabletop scene's palette)."""
 
-SEGMENTERS = ("simulator", "colour")
+SEGMENTERS = ("learned", "simulator", "colour")
+"""Named segmenters: the trained SegFormer (RGB, the default), the simulator's render (upper bound), colour rules (RGB)."""
+RGB_SEGMENTERS = ("learned", "colour")
+"""Segmenters that read RGB views (rollouts must render ``"rgb"``)."""
 
 
 class Segmenter(ABC):
@@ -39,6 +42,10 @@ class Segmenter(ABC):
     @abstractmethod
     def segment(self, outcome: Outcome, camera: str) -> dict[str, np.ndarray]:
         """``{object name: (H, W) bool mask}`` for the objects visible in ``camera``'s view."""
+
+    def segment_many(self, outcomes: list[Outcome], camera: str) -> list[dict[str, np.ndarray]]:
+        """:meth:`segment` of every outcome (learned segmenters batch this)."""
+        return [self.segment(o, camera) for o in outcomes]
 
 
 class SimulatorSegmenter(Segmenter):
@@ -214,9 +221,14 @@ class PretrainedSegmenter(Segmenter):
 
 
 def make_segmenter(name: str | Segmenter) -> Segmenter:
-    """``"simulator"``, ``"colour"``, a :class:`Segmenter`, or a pre-trained model name / directory."""
+    """``"learned"`` (the trained SegFormer), ``"simulator"``, ``"colour"``, a :class:`Segmenter`, a
+    SegFormer checkpoint (``"segformer:<name or directory>"``), or a pre-trained model name / directory."""
     if isinstance(name, Segmenter):
         return name
+    if name == "learned" or name.startswith("segformer:"):
+        from ensemble.tasks.robot.segformer import CHECKPOINT, SegformerSegmenter
+
+        return SegformerSegmenter(name.removeprefix("segformer:") if name != "learned" else CHECKPOINT)
     if name == "simulator":
         return SimulatorSegmenter()
     if name in ("colour", "color"):

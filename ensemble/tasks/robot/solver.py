@@ -1,9 +1,11 @@
 """The robot solver: named systems (views × scorer × planner), one episode per call.
 
 A system is one row of the results table, e.g. ``3views-cem`` (one ``view_relations`` scorer per
-camera, summed, CEM), ``1view-cem``, ``oracle-cem`` (ground-truth relations), ``3views-random``
-(random shooting), ``3views-colour-cem`` (colour segmentation from RGB instead of the simulator's
-segmentation render). The solver opens one MPC generator per system on first use and keeps it.
+camera, summed, CEM, every view segmented from RGB by the learned SegFormer), ``1view-cem``,
+``oracle-cem`` (ground-truth relations), ``3views-random`` (random shooting), ``3views-colour-cem``
+(colour rules instead of the learned segmenter), ``3views-simseg-cem`` (the simulator's segmentation
+render: the upper bound of perception). The planner's object-centric proposals are located with the
+system's own segmenter. The solver opens one MPC generator per system on first use and keeps it.
 """
 
 from __future__ import annotations
@@ -35,14 +37,15 @@ class RobotConfig:
         views: number of camera views (scorers); ignored by the oracle.
         scorer: ``"views"`` (per-view segmentation scorers) or ``"oracle"`` (ground-truth relations).
         method: ``"cem"`` or ``"random"``.
-        segmenter: ``"simulator"`` or ``"colour"``.
+        segmenter: ``"learned"`` (SegFormer from RGB), ``"colour"`` (RGB rules) or ``"simulator"``
+            (segmentation render); the oracle uses it only to locate objects for proposals.
     """
 
     name: str
     views: int = 3
     scorer: str = "views"
     method: str = "cem"
-    segmenter: str = "simulator"
+    segmenter: str = "learned"
 
     @property
     def cameras(self) -> tuple[str, ...]:
@@ -55,10 +58,12 @@ def standard_configs(views: int) -> dict[str, RobotConfig]:
     return {
         f"{views}views-cem": RobotConfig(f"{views}views-cem", views, "views", "cem"),
         "1view-cem": RobotConfig("1view-cem", 1, "views", "cem"),
-        "oracle-cem": RobotConfig("oracle-cem", views, "oracle", "cem"),
+        "oracle-cem": RobotConfig("oracle-cem", views, "oracle", "cem", "simulator"),
         f"{views}views-random": RobotConfig(f"{views}views-random", views, "views", "random"),
         "1view-random": RobotConfig("1view-random", 1, "views", "random"),
         f"{views}views-colour-cem": RobotConfig(f"{views}views-colour-cem", views, "views", "cem", "colour"),
+        f"{views}views-simseg-cem": RobotConfig(f"{views}views-simseg-cem", views, "views", "cem", "simulator"),
+        f"{views}views-simseg-random": RobotConfig(f"{views}views-simseg-random", views, "views", "random", "simulator"),
     }
 
 
@@ -74,6 +79,12 @@ class RobotSettings:
         env_id: gymnasium id of the environment.
         env_kwargs: extra environment arguments (e.g. render ``width``/``height``).
         frames: keep the tiled camera views of every executed step in the row (Serve, ``run``).
+        cem_distribution: CEM's refitted distribution, ``"elites"`` (a mixture around the elite plans) or
+            ``"gaussian"`` (one Gaussian per object; the earlier planner).
+        cem_explore: fraction of every later CEM iteration's plans drawn afresh from the proposal distribution.
+        threads: torch CPU threads of the solver's process (the learned segmenter); not part of the hash.
+        segmenter_model: the learned systems' SegFormer: a project checkpoint name, a directory, or
+            ``"tiny"`` (an untrained tiny model built from its config: tests and ``--tiny`` runs).
     """
 
     views: int = 3
@@ -83,28 +94,40 @@ class RobotSettings:
     env_id: str = "envs:Tabletop-Relations-v0"
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     frames: bool = False
+    segmenter_model: str = "robot/segformer-tabletop"
+    cem_distribution: str = "elites"
+    cem_explore: float = 0.25
+    threads: int = 1
 
     def __post_init__(self) -> None:
         if self.views not in VIEW_SETS:
             raise ValueError(f"views={self.views} must be one of {sorted(VIEW_SETS)}")
         if min(self.candidates, self.iterations, self.max_steps) < 1:
             raise ValueError("candidates, iterations and max_steps must be at least 1")
+        if self.cem_distribution not in ("elites", "gaussian") or not 0.0 <= self.cem_explore < 1.0:
+            raise ValueError(f"cem_distribution={self.cem_distribution!r} must be elites or gaussian and "
+                             f"cem_explore={self.cem_explore} in [0, 1)")
 
 
 def build(config: RobotConfig, settings: RobotSettings, executor: Any = None) -> tuple[Any, Any]:
     """The MPC generator and the scorer ensemble of one system."""
     from ensemble.aggregate import ScorerEnsemble
     from ensemble.registry import GENERATORS, SCORERS
+    from ensemble.tasks.robot.segmenters import RGB_SEGMENTERS, make_segmenter
     from ensemble.tasks.robot.task import view_scorers
 
+    name = f"segformer:{settings.segmenter_model}" if config.segmenter == "learned" else config.segmenter
+    segmenter = make_segmenter(name)  # one instance: the scorers' and the proposals' eyes
     if config.scorer == "oracle":
         scorers = {"oracle": SCORERS.make("oracle_relations")}
     else:
-        scorers = view_scorers(config.cameras, config.segmenter)
+        scorers = view_scorers(config.cameras, segmenter)
+    rgb = config.scorer != "oracle" and config.segmenter in RGB_SEGMENTERS
     generator = GENERATORS.make(
         "mpc", env_id=settings.env_id, env_kwargs={**settings.env_kwargs, "cameras": config.cameras},
         n_candidates=settings.candidates, iterations=settings.iterations, method=config.method,
-        max_steps=settings.max_steps, render="rgb" if config.segmenter == "colour" else "segmentation",
+        max_steps=settings.max_steps, render="rgb" if rgb else "segmentation", segmenter=segmenter,
+        distribution=settings.cem_distribution, explore=settings.cem_explore,
         executor=executor,
     )
     return generator, ScorerEnsemble(scorers)
@@ -129,18 +152,33 @@ class RobotSolver(Solver):
         return list(self.configs)
 
     def default_systems(self) -> list[str]:
-        """Every system but the colour-segmentation one (run it by name)."""
-        return [n for n in self.configs if "colour" not in n]
+        """Every system but the colour-segmentation and simulator-segmentation random-shooting ones (run them by name)."""
+        return [n for n in self.configs if "colour" not in n and "simseg-random" not in n]
 
     def config_hash(self, system: str) -> str:
         self.check_systems([system])
         budget = {"candidates": self.settings.candidates, "iterations": self.settings.iterations,
-                  "max_steps": self.settings.max_steps}
+                  "max_steps": self.settings.max_steps, "proposals": "perception"}
+        if self.configs[system].method == "cem":
+            budget["cem"] = [self.settings.cem_distribution, self.settings.cem_explore]
         spec = {"name": self.task.name, "env_id": self.settings.env_id, "env_kwargs": self.settings.env_kwargs}
-        return config_hash({"task": spec, "config": asdict(self.configs[system]), **budget})
+        config = self.configs[system]
+        if config.segmenter == "learned":  # a retrained segmenter is another system
+            from ensemble.models import checkpoint_fingerprint
+
+            model = self.settings.segmenter_model
+            budget["segmenter"] = f"{model}@{checkpoint_fingerprint(model)}" if model != "tiny" else "tiny"
+        return config_hash({"task": spec, "config": asdict(config), **budget})
 
     def _system(self, system: str) -> tuple[Any, Any]:
         if system not in self._built:
+            if not self._built:  # the first build: no renderer exists yet in this process
+                import torch
+
+                from ensemble.tasks.robot.segformer import preload
+
+                preload()
+                torch.set_num_threads(self.settings.threads)
             config = self.configs[system]
             executor = None
             if self.executor_factory is not None:
@@ -186,7 +224,8 @@ class RobotSolver(Solver):
 
 
 def episode_frames(world_model: Any, env_state: Any, actions: list[Any]) -> list[Any]:
-    """Tiled camera views before the episode and after each executed action."""
+    """Tiled camera views before the episode and as each executed action is carried out (the gripper
+    above the object it picks, above where it placed it, then parked out of view)."""
     import numpy as np
 
     from ensemble.media import tile_frames
@@ -194,8 +233,7 @@ def episode_frames(world_model: Any, env_state: Any, actions: list[Any]) -> list
     world_model.restore(env_state)
     frames = [tile_frames(list(world_model.render_views().values()))]
     for action in actions:
-        world_model.step(np.asarray(action, dtype=np.float32))
-        frames.append(tile_frames(list(world_model.render_views().values())))
+        frames += [tile_frames(list(v.values())) for v in world_model.step_frames(np.asarray(action, dtype=np.float32))]
     return frames
 
 

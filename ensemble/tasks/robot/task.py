@@ -47,6 +47,9 @@ class RobotTask(Task):
             raise ValueError(f"split={split!r} is not one of {', '.join(SPLIT_OFFSETS)}")
         import gymnasium as gym
 
+        from ensemble.tasks.robot.segformer import preload
+
+        preload()  # before this process's first renderer (see segformer.preload)
         env = gym.make(self.env_id, disable_env_checker=True, **self.env_kwargs).unwrapped
         try:
             items = []
@@ -72,10 +75,11 @@ class RobotTask(Task):
     # -- evaluation and Serve ---------------------------------------------------------------------
     def settings_for(self, tiny: bool = False) -> dict[str, Any]:
         """Default :class:`~ensemble.tasks.robot.solver.RobotSettings` fields; ``tiny``: 32 px renders, a
-        handful of rollouts, one step."""
+        handful of rollouts, one step, an untrained tiny SegFormer."""
         if not tiny:
             return {}
-        return {"candidates": 4, "iterations": 1, "max_steps": 1, "env_kwargs": {"width": 32, "height": 32}}
+        return {"candidates": 4, "iterations": 1, "max_steps": 1, "env_kwargs": {"width": 32, "height": 32},
+                "segmenter_model": "tiny"}
 
     def build_solver(self, settings: dict[str, Any] | None = None) -> Any:
         """A :class:`~ensemble.tasks.robot.solver.RobotSolver` (environments open on first use)."""
@@ -107,7 +111,7 @@ class RobotTask(Task):
         return robot_response(row)
 
 
-def view_scorers(cameras: list[str] | tuple[str, ...], segmenter: str = "simulator") -> dict[str, Any]:
+def view_scorers(cameras: list[str] | tuple[str, ...], segmenter: Any = "learned") -> dict[str, Any]:
     """One ``view_relations`` scorer per camera, named ``view_<camera>`` (the paper's per-view ensemble)."""
     from ensemble.registry import SCORERS
 

@@ -27,8 +27,10 @@ class ViewRelationsScorer(Scorer):
 
     Args:
         camera: the camera this scorer looks through ("front", "left", "right", "top").
-        segmenter: ``"simulator"`` (the simulator's segmentation render), ``"colour"`` (RGB only), a
-            pre-trained segmentation model name, or a :class:`~ensemble.tasks.robot.segmenters.Segmenter`.
+        segmenter: ``"learned"`` (the SegFormer trained by ``ensemble train robot-segmenter``, RGB only;
+            the default), ``"simulator"`` (the simulator's segmentation render, an upper bound), ``"colour"``
+            (RGB colour rules), a pre-trained segmentation model name, or a
+            :class:`~ensemble.tasks.robot.segmenters.Segmenter`.
         margin: left/right margin in image widths.
         top_down: judge "on top of" from above; default: ``camera in TOP_DOWN_CAMERAS``.
     """
@@ -36,7 +38,7 @@ class ViewRelationsScorer(Scorer):
     modality = "views"
 
     def __init__(
-        self, camera: str = "front", segmenter: str | Segmenter = "simulator", margin: float = 0.04, top_down: bool | None = None
+        self, camera: str = "front", segmenter: str | Segmenter = "learned", margin: float = 0.04, top_down: bool | None = None
     ) -> None:
         self.camera = camera
         self.segmenter = make_segmenter(segmenter)
@@ -45,15 +47,22 @@ class ViewRelationsScorer(Scorer):
 
     def energy(self, context: Any, outcome: Outcome) -> float:
         """Summed relation energy of one outcome in this camera's view."""
-        masks = self.segmenter.segment(outcome, self.camera)
-        stats = {name: MaskStats.of(m) for name, m in masks.items()}
+        return self.energies(context, [outcome])[0]
+
+    def energies(self, context: Any, outcomes: list[Outcome]) -> list[float]:
+        """Summed relation energy of every outcome (segmented in one batch)."""
         relations = parse_goal(context)
-        return sum(
-            w * relation_energy(r.kind, stats.get(r.subject), stats.get(r.reference), self.margin, self.top_down)
-            for r, w in zip(relations, relation_weights(relations), strict=True)
-        )
+        weights = relation_weights(relations)
+        out = []
+        for masks in self.segmenter.segment_many(list(outcomes), self.camera):
+            stats = {name: MaskStats.of(m) for name, m in masks.items()}
+            out.append(sum(
+                w * relation_energy(r.kind, stats.get(r.subject), stats.get(r.reference), self.margin, self.top_down)
+                for r, w in zip(relations, weights, strict=True)
+            ))
+        return out
 
     def score(self, context: Any, candidates: Any, *, need_grad: bool = False) -> ScoreOutput:
         """Scores ``[N]`` = −energy of each :class:`~ensemble.tasks.robot.world_model.Outcome` for the goal ``context``."""
         self.check_grad_request(need_grad)
-        return ScoreOutput(torch.tensor([-self.energy(context, c) for c in candidates], dtype=torch.float32))
+        return ScoreOutput(torch.tensor([-e for e in self.energies(context, list(candidates))], dtype=torch.float32))

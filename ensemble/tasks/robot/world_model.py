@@ -86,6 +86,16 @@ class WorldModel(ABC):
     def info(self) -> dict[str, Any]:
         """Facts about the current state: "relations", "success", "object_names", "goal", ..."""
 
+    def step_frames(self, action: np.ndarray) -> list[dict[str, np.ndarray]]:
+        """Apply one action and return the views to show it (default: the views after it)."""
+        self.step(action)
+        return [self.render_views()]
+
+    def calibration(self) -> dict[str, dict[str, Any]]:
+        """Camera name -> ``{"pos", "rot", "fovy", "width", "height"}`` (see
+        :func:`ensemble.tasks.robot.perception.pixel_rays`); needed to locate objects from the views."""
+        raise NotImplementedError(f"{type(self).__name__} has no camera calibration")
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources (renderers)."""
 
@@ -157,6 +167,14 @@ class SimulatorWorldModel(WorldModel):
     def segment(self) -> dict[str, np.ndarray]:
         """Object-index segmentation per camera."""
         return {c: np.asarray(s, dtype=np.int32) for c, s in self.env.render_views(segmentation=True).items()}
+
+    def step_frames(self, action: np.ndarray) -> list[dict[str, np.ndarray]]:
+        """The views as the robot's gripper picks, places and parks (the environment's own frames)."""
+        return self.env.pick_and_place_frames(np.asarray(action, dtype=np.float32))
+
+    def calibration(self) -> dict[str, dict[str, Any]]:
+        """The environment's camera intrinsics and extrinsics."""
+        return self.env.camera_calibration()
 
     def info(self) -> dict[str, Any]:
         """Relations of the goal, success, object names, goal text, centres, steps taken."""
