@@ -81,3 +81,19 @@ def test_paired_bootstrap_interval_covers_the_difference_and_excludes_zero_only_
     assert "+30.0 [" in paired_table(rows, [("lm@1", "ensemble@1")])
     with pytest.raises(ValueError, match="equally long"):
         paired_bootstrap([1.0], [])
+
+
+def test_cli_defaults_are_the_untuned_generator_and_sources_reach_the_task():
+    import argparse
+
+    from ensemble.tasks.math.cli import add_arguments, solver_spec
+    from ensemble.tasks.math.task import DEFAULT_LM, DEFAULT_SHOTS
+
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    spec = solver_spec(p.parse_args(["--source", "reasoning_gym:leg_counting?max_animals=3"]))
+    assert spec.settings["lm"] == DEFAULT_LM == "smollm2-135m-instruct" and DEFAULT_SHOTS == 1
+    assert spec.settings["task"]["shots"] == 1
+    task = spec.build_task()
+    assert task.source == "reasoning_gym:leg_counting?max_animals=3"
+    assert task.items(2, 0)[0].id.startswith("leg_counting?max_animals=3/0/")
