@@ -276,6 +276,23 @@ class TabletopRelationsEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
             self.goal = [rel.Relation(rel.RELATION_TYPES[t], int(a), int(b)) for t, a, b in goal]
         mujoco.mj_forward(self.model, self.data)
 
+    def goal_photo(self) -> tuple[dict[str, np.ndarray], bool]:
+        """Views of the current scene arranged to satisfy the goal (the scripted planner's arrangement).
+
+        The state is restored afterwards. Returns ``(camera -> (H, W, 3) uint8 image, whether the goal
+        holds in the photographed arrangement)``: a goal given as photos instead of text.
+        """
+        from envs.oracle import oracle_plan
+
+        state = self.get_state()
+        try:
+            for obj, x, y in oracle_plan(self.goal, self.object_geometry()):
+                self._pick_and_place(obj, x, y)
+            status = self.relation_status()
+            return self.render_views(), bool(status) and all(status)
+        finally:
+            self.set_state(state)
+
     def move_gripper(self, x: float, y: float, z: float) -> None:
         """Show the gripper with its fingertips at ``(x, y, z)`` (kinematic only: no physics is affected)."""
         self.data.mocap_pos[self._gripper] = (x, y, z)

@@ -196,3 +196,38 @@ def test_planner_bench_control_step_executes_one_action_and_reports_the_chosen_e
             assert state.step == 1 and np.isfinite(energy) and (elites is None) == (name == "random")
         finally:
             gen.close()
+
+
+def test_goal_photo_layout_scorer_prefers_the_photographed_arrangement():
+    from ensemble.tasks.robot.view_layout import ViewLayoutScorer
+    from envs import oracle_plan
+
+    wm = SimulatorWorldModel(ENV_ID, cameras=CAMERAS)
+    try:
+        wm.reset(0, options=GOAL)
+        start = wm.snapshot()
+        photo, holds = wm.env.goal_photo()
+        assert holds and np.array_equal(wm.snapshot(), start)  # the photo's arrangement meets the goal; state kept
+        before = wm.outcome("rgb")
+        for obj, x, y in oracle_plan(wm.env.goal, wm.env.object_geometry()):
+            wm.step(np.array([obj, x, y], dtype=np.float32))
+        arranged = wm.outcome("rgb")
+        assert all(arranged.relations)
+    finally:
+        wm.close()
+    for camera in CAMERAS:
+        scorer = ViewLayoutScorer(camera, "colour")
+        scores = scorer.score({"goal_views": photo}, [arranged, before]).scores
+        assert float(scores[0]) > float(scores[1]) and float(scores[0]) > -0.3, (camera, scores)
+        assert scorer.score({"goal_views": {}}, [arranged, before]).scores.tolist() == [0.0, 0.0]  # no photo: no opinion
+
+
+def test_run_command_takes_a_goal_photo(tmp_path, capsys):
+    from actors.cli import main
+
+    photo = tmp_path / "goal.png"
+    common = ["--scene-seed", "3", "--segmenter-model", "tiny", "--candidates", "4", "--iterations", "1", "--max-steps", "1"]
+    assert main(["run", "robot", "--save-goal-image", str(photo), *common]) == 0 and photo.is_file()
+    code = main(["run", "robot", "--goal-image", str(photo), "--out", str(tmp_path / "ep.gif"), *common])
+    out = capsys.readouterr().out
+    assert code in (0, 1) and "step 1: move" in out and (tmp_path / "ep.gif").is_file()

@@ -46,6 +46,11 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of ``ensemble run robot``."""
     parser.add_argument("--goal", default=None, help='e.g. "red bowl on top of blue mug; green mug left of red bowl" '
                         "(default: sampled from --scene-seed)")
+    parser.add_argument("--goal-image", default=None, help="the goal as a photo of the desired arrangement (PNG/JPEG "
+                        "from --goal-camera); scored by comparing segmented layouts (default system 3views-photo-cem)")
+    parser.add_argument("--goal-camera", default="front", help="camera the --goal-image was taken from")
+    parser.add_argument("--save-goal-image", default=None, help="write the scene's goal arrangement as seen by "
+                        "--goal-camera to this file (a photo goal for --goal-image) and exit")
     parser.add_argument("--scene-seed", type=int, default=0, help="seed of the scene")
     parser.add_argument("--system", default=None, help="e.g. 3views-cem (default), 1view-cem, oracle-cem, 3views-random")
     parser.add_argument("--seed", type=int, default=0, help="planner seed")
@@ -66,11 +71,16 @@ def run(args: argparse.Namespace) -> int:
     spec = solver_spec(args)
     factory = args.rollout_executor_factory(args.runners) if args.ray else None
     solver = RobotSolver(task, RobotSettings(**spec.settings), executor_factory=factory)
-    system = args.system or solver.default_systems()[0]
+    photo = args.goal_image is not None
+    system = args.system or (f"{spec.settings['views']}views-photo-cem" if photo else solver.default_systems()[0])
     solver.check_systems([system])
     context = {"scene_seed": args.scene_seed, **({"goal": args.goal} if args.goal else {})}
     item = Item("cli", context, True, {"index": 0})
     try:
+        if args.save_goal_image:
+            return _save_goal_image(solver, system, item, args)
+        if photo:
+            item.context["goal_views"] = {args.goal_camera: _load_photo(args.goal_image, solver.settings)}
         row = solver.solve(item, system, args.seed)
         extras = row["extras"]
         print(f"goal: {extras['goal']}\nobjects: {', '.join(extras['object_names'])}")
@@ -86,6 +96,31 @@ def run(args: argparse.Namespace) -> int:
         return 0 if row["answer"] else 1
     finally:
         solver.close()
+
+
+def _load_photo(path: str, settings: Any) -> Any:
+    """A goal photo as an (H, W, 3) uint8 array at the environment's render size."""
+    import numpy as np
+    from PIL import Image
+
+    w, h = settings.env_kwargs.get("width", 64), settings.env_kwargs.get("height", 64)
+    return np.asarray(Image.open(path).convert("RGB").resize((w, h), Image.BILINEAR), dtype=np.uint8)
+
+
+def _save_goal_image(solver: Any, system: str, item: Any, args: argparse.Namespace) -> int:
+    """Write the goal arrangement of the scene as seen by ``--goal-camera`` (the environment's scripted
+    planner builds it; a photo goal to try ``--goal-image`` with)."""
+    from PIL import Image
+
+    generator = solver._system(system)[0]
+    generator.init_state(item.context, 0)
+    views = generator.world_model.goal_photo()
+    if args.goal_camera not in views:
+        raise SystemExit(f"--goal-camera {args.goal_camera!r} is not one of this system's cameras {sorted(views)}")
+    Image.fromarray(views[args.goal_camera]).save(args.save_goal_image)
+    print(f"goal: {generator.world_model.info()['goal']}\nphoto of its arrangement from {args.goal_camera} "
+          f"saved to {args.save_goal_image}")
+    return 0
 
 
 # -- train --------------------------------------------------------------------------------------------------

@@ -28,7 +28,13 @@ from ensemble.contracts import Generator, Proposal
 from ensemble.tasks.robot.perception import ObjectLocator
 from ensemble.tasks.robot.segmenters import SimulatorSegmenter
 from ensemble.tasks.robot.spatial import named_relations
-from ensemble.tasks.robot.world_model import LocalExecutor, RolloutExecutor, SimulatorWorldModel, WorldModel
+from ensemble.tasks.robot.world_model import (
+    LocalExecutor,
+    Outcome,
+    RolloutExecutor,
+    SimulatorWorldModel,
+    WorldModel,
+)
 
 METHODS = ("random", "cem")
 WORK_X, WORK_Y = 0.30, 0.20
@@ -48,6 +54,8 @@ class MPCState:
         probs: ``[horizon, K]`` probabilities of moving each goal object (CEM distribution).
         mean, std: ``[horizon, K, 2]`` Gaussian over the target ``(x, y)`` per object (``distribution="gaussian"``).
         elites: ``[E, horizon, 3]`` elite plans of the last iteration (``distribution="elites"``).
+        goal_views: camera -> RGB photo of the desired arrangement (goals given as photos), else ``None``.
+        goal_located: ``[K, 2]`` where the goal photos show each object (NaN where not seen).
         best_plan: best ``(horizon, 3)`` plan found at this step; ``best_energy`` its summed energy.
         executed: actions executed so far, ``(object, x, y)`` each.
         relations: which goal relations hold after the last executed action (environment info).
@@ -77,6 +85,8 @@ class MPCState:
     objects: list[int] = field(default_factory=list)
     located: np.ndarray | None = None
     elites: np.ndarray | None = None
+    goal_views: dict[str, np.ndarray] | None = None
+    goal_located: np.ndarray | None = None
 
 
 class MPCGenerator(Generator):
@@ -186,7 +196,10 @@ class MPCGenerator(Generator):
 
         ``context`` is goal text or a dict with ``"goal"`` and optionally ``"scene_seed"`` (the scene's
         seed; default ``seed``) and ``"objects"`` (the scene's object names). Without a goal, one is
-        sampled from the seed.
+        sampled from the seed. A goal as photos: ``"goal_views"`` (camera -> RGB image of the desired
+        arrangement), or ``"goal_photo": True`` to have the world model photograph the goal's arrangement
+        from every camera; then every object may be moved, and proposals also aim at where the photos
+        show each object.
         """
         ctx = context if isinstance(context, dict) else {"goal": context}
         options = {k: ctx[k] for k in ("goal", "objects") if ctx.get(k)}
@@ -195,18 +208,28 @@ class MPCGenerator(Generator):
         names = [n.lower() for n in info["object_names"]]
         mentioned = {n for r in named_relations(info) for n in (r.subject, r.reference)}
         objects = [i for i, n in enumerate(names) if n in mentioned] or list(range(len(names)))
+        photos = ctx.get("goal_views") or (wm.goal_photo() if ctx.get("goal_photo") else None)
+        if photos:
+            objects = list(range(len(names)))
         state = MPCState(
             env_state=wm.snapshot(), goal=info["goal"], seed=int(seed), objects=objects,
             relations=[bool(r) for r in info["relations"]], success=bool(info["success"]),
             named_goal=[(r.kind, r.subject, r.reference) for r in named_relations(info)],
         )
         state.done = state.success
+        if photos:
+            state.goal_views = {c: np.asarray(v, dtype=np.uint8) for c, v in photos.items()}
+            state.goal_located = self._locate_in_photos(state)
         return self._fresh_distribution(self._perceive(state))
 
     @staticmethod
     def scorer_context(state: MPCState) -> dict[str, Any]:
-        """What the scorers judge: the goal text and its named relations (as the environment parsed them)."""
-        return {"goal": state.goal, "relations": [list(r) for r in state.named_goal]}
+        """What the scorers judge: the goal text and its named relations (as the environment parsed them),
+        and the goal photos when the goal is given as photos."""
+        context: dict[str, Any] = {"goal": state.goal, "relations": [list(r) for r in state.named_goal]}
+        if state.goal_views:
+            context["goal_views"] = state.goal_views
+        return context
 
     def propose(self, state: MPCState, context: Any) -> Proposal:
         """Sample plans and roll them out from the planning state; candidates are the outcomes."""
@@ -323,7 +346,18 @@ class MPCGenerator(Generator):
         other = (which + rng.integers(1, k, size=len(which))) % k  # never the moved object itself
         centric = rng.random(len(which)) < self.object_centric
         near = state.located[other] + 0.01 * rng.standard_normal((len(which), 2))
+        if state.goal_located is not None:  # half of them: where the goal photos show the moved object
+            own = state.goal_located[which] + 0.01 * rng.standard_normal((len(which), 2))
+            near = np.where((rng.random(len(which)) < 0.5)[:, None] & np.isfinite(own), own, near)
         return np.where(centric[:, None] & np.isfinite(near), near, xy)
+
+    def _locate_in_photos(self, state: MPCState) -> np.ndarray:
+        """Where the goal photos show each object (needs an RGB segmenter; NaN otherwise)."""
+        names = [n.lower() for n in self.world_model.info()["object_names"]]
+        found: dict[str, np.ndarray] = {}
+        if not isinstance(self.locator.segmenter, SimulatorSegmenter):
+            found = self.locator.locate(Outcome(views=state.goal_views, object_names=names), names)
+        return np.array([found[names[i]][:2] if names[i] in found else (np.nan, np.nan) for i in state.objects])
 
     @property
     def locator(self) -> ObjectLocator:

@@ -35,7 +35,9 @@ class RobotConfig:
     Attributes:
         name: row label.
         views: number of camera views (scorers); ignored by the oracle.
-        scorer: ``"views"`` (per-view segmentation scorers) or ``"oracle"`` (ground-truth relations).
+        scorer: ``"views"`` (per-view segmentation scorers of the goal relations), ``"photo"`` (the goal
+            given as photos of the arrangement from every camera, per-view layout scorers) or ``"oracle"``
+            (ground-truth relations).
         method: ``"cem"`` or ``"random"``.
         segmenter: ``"learned"`` (SegFormer from RGB), ``"colour"`` (RGB rules) or ``"simulator"``
             (segmentation render); the oracle uses it only to locate objects for proposals.
@@ -63,6 +65,7 @@ def standard_configs(views: int) -> dict[str, RobotConfig]:
         "1view-random": RobotConfig("1view-random", 1, "views", "random"),
         f"{views}views-colour-cem": RobotConfig(f"{views}views-colour-cem", views, "views", "cem", "colour"),
         f"{views}views-simseg-cem": RobotConfig(f"{views}views-simseg-cem", views, "views", "cem", "simulator"),
+        f"{views}views-photo-cem": RobotConfig(f"{views}views-photo-cem", views, "photo", "cem"),
         f"{views}views-simseg-random": RobotConfig(f"{views}views-simseg-random", views, "views", "random", "simulator"),
     }
 
@@ -120,6 +123,8 @@ def build(config: RobotConfig, settings: RobotSettings, executor: Any = None) ->
     segmenter = make_segmenter(name)  # one instance: the scorers' and the proposals' eyes
     if config.scorer == "oracle":
         scorers = {"oracle": SCORERS.make("oracle_relations")}
+    elif config.scorer == "photo":
+        scorers = {f"layout_{c}": SCORERS.make("view_layout", camera=c, segmenter=segmenter) for c in config.cameras}
     else:
         scorers = view_scorers(config.cameras, segmenter)
     rgb = config.scorer != "oracle" and config.segmenter in RGB_SEGMENTERS
@@ -197,7 +202,10 @@ class RobotSolver(Solver):
         generator, ensemble = self._system(system)
         t0 = time.perf_counter()
         seed_run = run_seed(seed, item)
-        state0 = generator.init_state(item.context, seed_run)
+        context = item.context
+        if self.configs[system].scorer == "photo" and isinstance(context, dict) and "goal_views" not in context:
+            context = {**context, "goal_photo": True}  # the goal as photos of its arrangement, not as text
+        state0 = generator.init_state(context, seed_run)
         context = generator.scorer_context(state0)
         res = run_consensus(generator, ensemble, context, ConsensusConfig(seed=seed_run), state=state0,
                             callback=callback)

@@ -86,6 +86,10 @@ class WorldModel(ABC):
     def info(self) -> dict[str, Any]:
         """Facts about the current state: "relations", "success", "object_names", "goal", ..."""
 
+    def goal_photo(self) -> dict[str, np.ndarray]:
+        """Camera name -> RGB image of the current scene arranged as the goal asks (goals given as photos)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot photograph goal arrangements")
+
     def step_frames(self, action: np.ndarray) -> list[dict[str, np.ndarray]]:
         """Apply one action and return the views to show it (default: the views after it)."""
         self.step(action)
@@ -167,6 +171,11 @@ class SimulatorWorldModel(WorldModel):
     def segment(self) -> dict[str, np.ndarray]:
         """Object-index segmentation per camera."""
         return {c: np.asarray(s, dtype=np.int32) for c, s in self.env.render_views(segmentation=True).items()}
+
+    def goal_photo(self) -> dict[str, np.ndarray]:
+        """The environment's photo of the goal arrangement (its scripted planner's), state unchanged."""
+        views, _ = self.env.goal_photo()
+        return views
 
     def step_frames(self, action: np.ndarray) -> list[dict[str, np.ndarray]]:
         """The views as the robot's gripper picks, places and parks (the environment's own frames)."""
