@@ -27,12 +27,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     bench = sub.add_parser("bench", help="benchmarks measured side by side (ray, robot, math, video_qa, eval)")
     targets = bench.add_subparsers(dest="target", metavar="TARGET", required=True)
     from actors import bench_eval, bench_robot
-    from ensemble.tasks.math import bench as bench_math
 
-    mp = targets.add_parser("math", help="consensus decoding vs plain generate: s/problem, tokens/s")
-    bench_math.add_arguments(mp)
-    mp.set_defaults(func=bench_math.run)
-
+    for name in ("math", "video_qa"):  # task folders' own benchmarks (ensemble/tasks/<name>/bench.py)
+        module = importlib.import_module(f"ensemble.tasks.{name}.bench")
+        tp = targets.add_parser(name, help=module.HELP)
+        module.add_arguments(tp)
+        tp.set_defaults(func=module.run)
     rp = targets.add_parser("robot", help="MPC rollout throughput: 2 environment actors vs 1")
     bench_robot.add_arguments(rp)
     rp.set_defaults(func=bench_robot.run)
@@ -44,11 +44,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     ep = targets.add_parser("eval", help="evaluation on Ray: items/s with 2 solver workers vs 1, Ray Data vs actors")
     bench_eval.add_arguments(ep)
     ep.set_defaults(func=bench_eval.run)
-    for name in ("video_qa",):  # task folders' own benchmarks (ensemble/tasks/<name>/bench.py)
-        module = importlib.import_module(f"ensemble.tasks.{name}.bench")
-        tp = targets.add_parser(name, help=module.HELP)
-        module.add_arguments(tp)
-        tp.set_defaults(func=module.run)
     p = targets.add_parser("ray", help="the actor runtime vs in-process: parallel round, batching, overhead")
     p.add_argument("--scorers", type=int, default=2, help="(a) equal-cost scorers per round")
     p.add_argument("--cost", type=float, default=0.2, help="(a) seconds per scorer call")

@@ -22,6 +22,9 @@ from __future__ import annotations
 import argparse
 import time
 
+HELP = "consensus decoding vs plain generate: s/problem, tokens/s"
+"""Help line of ``ensemble bench math``."""
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of the benchmark (the model and token-rule flags of ``ensemble eval math`` included)."""
