@@ -7,7 +7,9 @@ loopback Ray instance, and prints items/s side by side with the ratios:
 * ``data ×1`` / ``data ×2``: Ray Data's actor pool with 1 and 2 solver workers;
 * ``actors ×2``: a fixed pool of 2 :class:`~actors.workers.SolverWorker` actors fed by the driver.
 
-Wall time covers everything a user waits for (workers starting and loading models included).
+Two rates per run: *wall* covers everything a user waits for (workers starting and loading their
+models included); *steady* counts units landed after every worker's first row over the time they took
+(``EvalReport.steady_items_per_s``), i.e. the pool's throughput once warm — what a long evaluation sees.
 
     ensemble bench eval robot --n 12 --systems 3views-cem
 """
@@ -27,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n", type=int, default=12, help="items")
     parser.add_argument("--systems", default=None, help="comma-separated systems (default: the task's first)")
     parser.add_argument("--tiny", action="store_true", help="tiny real models")
-    parser.add_argument("--runs", default="data:1,data:2,actors:2", help="engine:workers measured in this order")
+    parser.add_argument("--runs", default="data:1,data:2,actors:2,actors:1", help="engine:workers measured in this order")
     parser.add_argument("--address", default=None, help="Ray address (default: a private local instance)")
 
 
@@ -51,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     units = work_list(items, systems, [0], {s: solver.config_hash(s) for s in systems})
     runs = [(r.split(":")[0], int(r.split(":")[1])) for r in args.runs.split(",")]
     info = connect(args.address)
-    rows, rates = [], {}
+    rows, rates, steady = [], {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         for engine, workers in runs:
             results = ResultsFile(Path(tmp) / f"{engine}-{workers}.jsonl")
@@ -61,11 +63,17 @@ def run(args: argparse.Namespace) -> int:
             if report.failed:
                 raise RuntimeError(f"{len(report.failed)} runs failed: {next(iter(report.failed.values()))}")
             rates[(engine, workers)] = len(units) / seconds
-            rows.append([f"{engine} ×{workers}", len(units), seconds, rates[(engine, workers)]])
+            steady[(engine, workers)] = report.steady_items_per_s(min(workers, len(units)))
+            rows.append([f"{engine} ×{workers}", len(units), seconds, report.landed_s[0], rates[(engine, workers)],
+                         steady[(engine, workers)]])
             print(f"{engine} ×{workers}: {len(units)} runs in {seconds:.1f} s", flush=True)
-    base = rates.get(("data", 1))
-    for row in rows:
-        row.append(row[3] / base if base else None)
+    first = next((k for k in runs if k[1] == 1), None)
+    for row, key in zip(rows, runs, strict=True):  # each engine against its own 1-worker run when measured
+        base = (key[0], 1) if (key[0], 1) in rates else first
+        row.append(rates[key] / rates[base] if base else None)
+        row.append(steady[key] / steady[base] if base and steady[key] and steady[base] else None)
+        row[0] += f" (vs {base[0]} ×1)" if base and base[0] != key[0] else ""
     print(f"\n{args.task}: {len(units)} runs ({', '.join(systems)}), Ray at {info['address']}\n")
-    print(markdown_table(["engine × workers", "runs", "wall s", "items / s", "× data ×1"], rows))
+    print(markdown_table(["engine × workers", "runs", "wall s", "first row s", "items / s (wall)",
+                          "items / s (steady)", "wall × 1 worker", "steady × 1 worker"], rows))
     return 0

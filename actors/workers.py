@@ -197,6 +197,24 @@ def _cancelled() -> bool:
         return False
 
 
+def pin_render_threads() -> int:
+    """Keep this worker's software rendering on the CPUs Ray reserved for it; returns that count.
+
+    Mesa's llvmpipe (MuJoCo's EGL renderer without a GPU) starts one render thread per core of the
+    machine, so N workers on N cores would each spread over all of them. Set before the first render
+    (a worker's solver is built after this); an ``LP_NUM_THREADS`` already in the environment wins.
+    """
+    try:
+        import ray
+
+        cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
+    except Exception:  # noqa: BLE001 - outside a Ray worker
+        cpus = 1.0
+    n = max(1, int(cpus))
+    os.environ.setdefault("LP_NUM_THREADS", str(n))
+    return n
+
+
 class SolverWorker:
     """Serves a task's solver, built where it runs from a small picklable spec.
 
@@ -213,6 +231,7 @@ class SolverWorker:
     def setup(self) -> dict[str, Any]:
         """Build the solver and load its models; idempotent."""
         if self.solver is None:
+            pin_render_threads()
             self.solver = self.spec.build()
             if hasattr(self.solver, "setup"):
                 self.solver.setup()

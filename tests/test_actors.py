@@ -141,3 +141,16 @@ def test_cluster_yaml_passes_rays_own_validation():
     gpu = config["available_node_types"]["gpu_worker"]
     assert gpu["resources"]["GPU"] >= 1 and config["head_node_type"] == "head"
     assert any("pip install -e" in c for c in config["setup_commands"])
+
+
+def test_workers_keep_software_rendering_on_their_reserved_cpus(monkeypatch):
+    import os
+
+    from actors.workers import pin_render_threads
+
+    monkeypatch.delenv("LP_NUM_THREADS", raising=False)
+    assert pin_render_threads() == 1  # outside Ray: one CPU
+    assert os.environ["LP_NUM_THREADS"] == "1"
+    monkeypatch.setenv("LP_NUM_THREADS", "3")  # a user's setting wins
+    pin_render_threads()
+    assert os.environ["LP_NUM_THREADS"] == "3"

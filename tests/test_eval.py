@@ -126,3 +126,16 @@ def test_error_text_leads_with_the_root_cause_of_a_wrapped_error():
         text = error_text(err)
     assert text.splitlines()[0] == ("ValueError: the checkpoint 'verifiers/gsm-minilm' is missing; "
                                     "run `ensemble train verifiers`")
+
+
+def test_steady_rate_leaves_out_each_workers_first_row():
+    from ensemble.eval.engine import EvalReport
+
+    # 1 worker: 20 s start-up + first item, then one item every 2 s.
+    one = EvalReport(written=5, duration_s=28.0, landed_s=[20.0, 22.0, 24.0, 26.0, 28.0])
+    assert one.steady_items_per_s(1) == pytest.approx(0.5)
+    # 2 workers: the second worker's first row at 21 s; after that 4 rows in 4 s.
+    two = EvalReport(written=6, duration_s=25.0, landed_s=[20.0, 21.0, 22.0, 23.0, 24.0, 25.0])
+    assert two.steady_items_per_s(2) == pytest.approx(1.0)
+    assert two.items_per_s == pytest.approx(6 / 25)
+    assert EvalReport(landed_s=[3.0, 4.0]).steady_items_per_s(2) is None

@@ -52,7 +52,12 @@ def test_eval_on_ray_gives_the_local_rows(ray_cluster, tmp_path, task):
     items = spec.build_task().items(TASK_N[task], 0)
     units = work_list(items, systems, [0, 1], {s: solver.config_hash(s) for s in systems})
     local = evaluate_local(solver, units, ResultsFile(tmp_path / "local.jsonl"))
-    remote = evaluate_on_ray(spec, units, ResultsFile(tmp_path / "ray.jsonl"), workers=2, progress=False)
+    half = len(units) // 2  # both engines: the first half on Ray Data, the rest resumed on the actor pool
+    first = evaluate_on_ray(spec, units[:half], ResultsFile(tmp_path / "ray.jsonl"), workers=2, engine="data",
+                            progress=False)
+    remote = evaluate_on_ray(spec, units, ResultsFile(tmp_path / "ray.jsonl"), workers=2, engine="actors",
+                             progress=False)
+    assert first.written == half and remote.skipped == half and remote.written == len(units) - half
     assert not local.failed and not remote.failed, (local.failed, remote.failed)
     assert len(local.rows) == len(remote.rows) == len(units)
     for a, b in zip(local.rows, remote.rows, strict=True):

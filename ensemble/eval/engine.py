@@ -34,7 +34,8 @@ class EvalReport:
     Attributes:
         total: units asked for; ``skipped``: already in the results file; ``written``: rows appended by
         this run; ``failed``: unit key → the full error of units that raised (they are not written, so
-        a rerun retries them); ``rows``: this evaluation's rows in work-list order; ``duration_s``.
+        a rerun retries them); ``rows``: this evaluation's rows in work-list order; ``duration_s``;
+        ``landed_s``: seconds from the start at which each written row landed (for steady-state rates).
     """
 
     total: int = 0
@@ -43,11 +44,21 @@ class EvalReport:
     failed: dict[str, str] = field(default_factory=dict)
     rows: list[dict[str, Any]] = field(default_factory=list)
     duration_s: float = 0.0
+    landed_s: list[float] = field(default_factory=list)
 
     @property
     def items_per_s(self) -> float | None:
         """Units finished by this run per second of wall time."""
         return self.written / self.duration_s if self.duration_s and self.written else None
+
+    def steady_items_per_s(self, workers: int = 1) -> float | None:
+        """Units per second once every worker has landed its first row: ``(n - w) / (t_n - t_w)``.
+
+        Leaves out worker start-up, model loading and each worker's first (warm-up) item; keeps the tail
+        where some workers already wait. ``None`` with too few rows.
+        """
+        w, t = max(1, workers), self.landed_s
+        return (len(t) - w) / (t[-1] - t[w - 1]) if len(t) > w and t[-1] > t[w - 1] else None
 
 
 def work_list(items: Sequence[Item], systems: Sequence[str], seeds: Sequence[int],
@@ -119,6 +130,7 @@ def evaluate_local(solver: Solver, units: Sequence[Unit], results: ResultsFile,
             report.failed[unit.key] = error_text(err)
             continue
         report.written += int(results.append(row))
+        report.landed_s.append(time.perf_counter() - started)
     report.rows = select_rows(results, units)
     report.duration_s = time.perf_counter() - started
     return report
