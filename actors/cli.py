@@ -59,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, KeyError, FileNotFoundError) as err:
         if os.environ.get("ENSEMBLE_DEBUG"):
             raise
-        print(f"error: {err}", file=sys.stderr)
+        cause = getattr(err, "cause", None)  # a Ray task error: its text is the remote traceback
+        print(f"error: {cause if isinstance(cause, BaseException) else err}", file=sys.stderr)
         return 2
 
 

@@ -139,3 +139,28 @@ def test_steady_rate_leaves_out_each_workers_first_row():
     assert two.steady_items_per_s(2) == pytest.approx(1.0)
     assert two.items_per_s == pytest.approx(6 / 25)
     assert EvalReport(landed_s=[3.0, 4.0]).steady_items_per_s(2) is None
+
+
+def test_cli_prints_a_remote_errors_cause_not_its_traceback(capsys, monkeypatch):
+    """`ensemble serve math` without trained verifiers printed Ray's remote traceback with colour codes."""
+    import argparse
+
+    from actors import cli
+
+    class RemoteError(FileNotFoundError):  # as Ray wraps a remote FileNotFoundError
+        def __init__(self, cause: BaseException) -> None:
+            super().__init__("\x1b[36mray::SolverWorker.setup()\x1b[39m (pid=1)\n" + '  File "x.py", line 1\n' * 20)
+            self.cause = cause
+
+    def fail(_args):
+        raise RemoteError(FileNotFoundError("no verifier checkpoint 'verifiers/gsm-numeric'; train one with "
+                                            "`ensemble train verifiers`"))
+
+    parser = argparse.ArgumentParser()
+    parser.set_defaults(func=fail)
+    monkeypatch.setattr(cli, "build_parser", lambda: parser)
+    monkeypatch.delenv("ENSEMBLE_DEBUG", raising=False)
+    assert cli.main([]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == ("error: no verifier checkpoint 'verifiers/gsm-numeric'; train one with "
+                           "`ensemble train verifiers`")
