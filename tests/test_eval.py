@@ -126,3 +126,25 @@ def test_error_text_leads_with_the_root_cause_of_a_wrapped_error():
         text = error_text(err)
     assert text.splitlines()[0] == ("ValueError: the checkpoint 'verifiers/gsm-minilm' is missing; "
                                     "run `ensemble train verifiers`")
+
+
+def test_compare_pairs_one_system_across_two_results_files(tmp_path, capsys):
+    from actors.cli import main
+    from ensemble.contracts import make_row
+    from ensemble.results import ResultsFile
+
+    def write(name, metrics, config="h"):
+        results = ResultsFile(tmp_path / name)
+        for i, m in enumerate(metrics):
+            results.append(make_row(Item(f"p{i}", None), "lm@1", config, 0, "1", m, 1.0))
+        return str(tmp_path / name)
+
+    a, b = write("a.jsonl", [0, 0, 1, 1]), write("b.jsonl", [1, 0, 1, 1, 1])  # b's fifth item is not in a
+    assert main(["compare", a, b, "--labels", "untuned,tuned", "--out", str(tmp_path / "c.md")]) == 0
+    text = capsys.readouterr().out
+    assert "| untuned (lm@1) | 4 " in text and "| tuned (lm@1)   | 4 " in text
+    assert "tuned − untuned | 4     | 1 / 0" in text and "+25.0 [" in text
+    assert (tmp_path / "c.md").read_text().strip() == text.strip()
+    ResultsFile(tmp_path / "a.jsonl").append(make_row(Item("p0", None), "lm@1", "other", 0, "1", 1.0, 1.0))
+    assert main(["compare", a, b]) == 2
+    assert "2 configurations" in capsys.readouterr().err
