@@ -165,3 +165,19 @@ def test_killed_finetune_resumes_and_ends_where_an_uninterrupted_run_does(tmp_pa
         finetune(cfg, progress=lambda total: _KillAfter(4))
     other = finetune(FinetuneConfig(**{**cfg.__dict__, "lr": 1e-3}))
     assert other["resumed_from_step"] == 0
+
+
+def test_shared_prompt_prefix_as_a_cache_gives_the_same_loss():
+    from ensemble.models.tiny import tiny_causal_lm
+    from ensemble.tasks.math.finetune import batch_loss, split_shared_prefix
+
+    model, _ = tiny_causal_lm()
+    shared = list(range(5, 25))
+    examples = [(shared + [30, 31, 32, 40, 41], 23), (shared + [33, 34, 42, 43, 44, 45], 22)]
+    prefix, rest = split_shared_prefix(examples)
+    assert prefix == shared and rest == [([30, 31, 32, 40, 41], 3), ([33, 34, 42, 43, 44, 45], 2)]
+    assert split_shared_prefix(examples, min_length=21)[0] == []
+    with torch.no_grad():
+        full = batch_loss(model, collate(examples, pad_id=0), None)
+        cached = batch_loss(model, collate(rest, pad_id=0), torch.tensor(prefix))
+    assert torch.allclose(full, cached, atol=1e-5)

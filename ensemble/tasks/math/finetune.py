@@ -85,6 +85,10 @@ class FinetuneConfig:
     """Training device (``cuda`` trains the same way, faster)."""
     save_every: int = 20
     """Write the resume state every this many steps (0: never; a kill then restarts from scratch)."""
+    cache_prefix: bool = True
+    """Run the prompt prefix every example shares (the chat system turn and the worked example, ~150 tokens)
+    once per step without gradients and feed it to the batch as a key/value cache: a step costs about half
+    with the worked example. The adapters then learn from the question and solution tokens only."""
 
     def __post_init__(self) -> None:
         if self.lora_rank < 0:
@@ -135,6 +139,36 @@ def collate(batch: Sequence[tuple[list[int], int]], pad_id: int) -> dict[str, to
         mask[i, : len(ids)] = 1
         labels[i, n_prompt : len(ids)] = torch.tensor(ids[n_prompt:])
     return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
+
+
+def split_shared_prefix(examples: Sequence[tuple[list[int], int]],
+                        min_length: int = 16) -> tuple[list[int], list[tuple[list[int], int]]]:
+    """The token prefix every example's prompt starts with (kept one token short of the shortest prompt) and
+    the examples without it; ``([], examples)`` when that prefix is shorter than ``min_length``."""
+    if not examples:
+        return [], list(examples)
+    first = examples[0][0]
+    k = min(n_prompt for _, n_prompt in examples) - 1
+    for ids, _ in examples[1:]:
+        k = next((i for i in range(k) if ids[i] != first[i]), k)
+    if k < min_length:
+        return [], list(examples)
+    return first[:k], [(ids[k:], n_prompt - k) for ids, n_prompt in examples]
+
+
+def batch_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], prefix: torch.Tensor | None) -> torch.Tensor:
+    """The LM loss of a collated batch; with ``prefix`` (token ids ``[k]``) the batch continues that prefix,
+    which runs once without gradients and enters as a key/value cache."""
+    if prefix is None or not len(prefix):
+        return model(**batch).loss
+    with torch.no_grad():
+        cache = model(input_ids=prefix[None], use_cache=True).past_key_values
+    n = batch["input_ids"].shape[0]
+    cache.batch_repeat_interleave(n)
+    mask = torch.cat([torch.ones(n, len(prefix), dtype=batch["attention_mask"].dtype,
+                                 device=prefix.device), batch["attention_mask"]], dim=1)
+    return model(input_ids=batch["input_ids"], attention_mask=mask, labels=batch["labels"],
+                 past_key_values=cache, use_cache=True).loss
 
 
 def length_batches(examples: Sequence[tuple[list[int], int]], batch_size: int, rng: random.Random) -> list[list[int]]:
@@ -259,6 +293,8 @@ def finetune(cfg: FinetuneConfig, progress: Callable[[int], Any] | None = None) 
     examples = encode_pairs(tokenizer, pairs, cfg.max_length)
     n_held = max(1, int(len(examples) * cfg.held_out))
     held, train = examples[:n_held], examples[n_held:]
+    prefix_ids, train = split_shared_prefix(train) if cfg.cache_prefix else ([], train)
+    prefix = torch.tensor(prefix_ids, dtype=torch.long, device=device) if prefix_ids else None
     if cfg.lora_rank:
         model, n_trainable = add_lora(model, cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout)
     else:
@@ -288,7 +324,7 @@ def finetune(cfg: FinetuneConfig, progress: Callable[[int], Any] | None = None) 
     model.train()
     for step in range(done, steps):
         batch = {k: v.to(device) for k, v in collate([train[i] for i in order[step]], pad_id).items()}
-        loss = model(**batch).loss
+        loss = batch_loss(model, batch, prefix)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimiser.step()
@@ -310,7 +346,7 @@ def finetune(cfg: FinetuneConfig, progress: Callable[[int], Any] | None = None) 
     if cfg.lora_rank:  # an ordinary checkpoint: the adapters folded into the weights they adapt
         model = model.merge_and_unload()
     loss_after = mean_loss(model, held, pad_id, cfg.batch_size, device)
-    report = {"config": asdict(cfg), "problems": len(problems), "train_examples": len(train),
+    report = {"config": asdict(cfg), "problems": len(problems), "train_examples": len(train), "shared_prefix_tokens": len(prefix_ids),
               "held_out_examples": len(held), "trainable_parameters": n_trainable, "steps": steps,
               "held_out_loss_before": round(loss_before, 4), "held_out_loss_after": round(loss_after, 4),
               "final_train_loss": round(sum(losses[-20:]) / max(len(losses[-20:]), 1), 4),
