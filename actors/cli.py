@@ -11,7 +11,7 @@ import importlib
 import os
 import sys
 
-COMMANDS = ("run", "eval", "train", "bench", "serve", "models", "list", "demo")
+COMMANDS = ("run", "eval", "compare", "train", "bench", "serve", "models", "list", "demo")
 
 
 def _setup_env() -> None:

@@ -164,3 +164,25 @@ def test_cli_prints_a_remote_errors_cause_not_its_traceback(capsys, monkeypatch)
     err = capsys.readouterr().err
     assert err.strip() == ("error: no verifier checkpoint 'verifiers/gsm-numeric'; train one with "
                            "`ensemble train verifiers`")
+
+
+def test_compare_pairs_one_system_across_two_results_files(tmp_path, capsys):
+    from actors.cli import main
+    from ensemble.contracts import make_row
+    from ensemble.results import ResultsFile
+
+    def write(name, metrics, config="h"):
+        results = ResultsFile(tmp_path / name)
+        for i, m in enumerate(metrics):
+            results.append(make_row(Item(f"p{i}", None), "lm@1", config, 0, "1", m, 1.0))
+        return str(tmp_path / name)
+
+    a, b = write("a.jsonl", [0, 0, 1, 1]), write("b.jsonl", [1, 0, 1, 1, 1])  # b's fifth item is not in a
+    assert main(["compare", a, b, "--labels", "untuned,tuned", "--out", str(tmp_path / "c.md")]) == 0
+    text = capsys.readouterr().out
+    assert "| untuned (lm@1) | 4 " in text and "| tuned (lm@1)   | 4 " in text
+    assert "tuned − untuned | 4     | 1 / 0" in text and "+25.0 [" in text
+    assert (tmp_path / "c.md").read_text().strip() == text.strip()
+    ResultsFile(tmp_path / "a.jsonl").append(make_row(Item("p0", None), "lm@1", "other", 0, "1", 1.0, 1.0))
+    assert main(["compare", a, b]) == 2
+    assert "2 configurations" in capsys.readouterr().err

@@ -70,6 +70,35 @@ def test_finetune_tiny_lm_lowers_held_out_loss_and_saves_a_loadable_checkpoint(t
         assert torch.isfinite(model(ids).logits).all()
 
 
+def test_lora_finetune_trains_only_adapters_and_saves_a_merged_checkpoint(tmp_path, monkeypatch):
+    monkeypatch.setenv("ENSEMBLE_CACHE", str(tmp_path / "cache"))
+    cfg = FinetuneConfig(base="tiny-causal-lm", name="generators/test-lora", n_problems=48, epochs=3,
+                         batch_size=8, lr=3e-2, warmup=2, lora_rank=4, max_length=256, held_out=0.2, threads=1)
+    report = finetune(cfg)
+    from ensemble.models import load_causal_lm
+    from ensemble.models.tiny import tiny_causal_lm
+
+    base, _ = tiny_causal_lm()
+    assert 0 < report["trainable_parameters"] < sum(p.numel() for p in base.parameters()) / 4
+    assert report["method"] == "lora (rank 4, merged)"
+    assert report["held_out_loss_after"] < report["held_out_loss_before"] - 0.05, report  # a random 32-wide LM: little to adapt
+    from safetensors.torch import load_file
+
+    saved = load_file(f"{report['path']}/model.safetensors")
+    assert not any("lora" in k for k in saved)  # merged: an ordinary checkpoint of the base architecture
+    model, _ = load_causal_lm("generators/test-lora")
+    assert type(model) is type(base)
+    changed = [k for k, v in base.state_dict().items() if k in saved and not torch.equal(v, saved[k])]
+    assert changed and all(k.endswith("weight") for k in changed)
+
+
+def test_lora_settings_are_checked():
+    with pytest.raises(ValueError, match="train_layers=0"):
+        FinetuneConfig(lora_rank=8, train_layers=2)
+    with pytest.raises(ValueError, match="lora_rank=-1"):
+        FinetuneConfig(lora_rank=-1)
+
+
 def test_unknown_base_model_lists_valid_names(tmp_path, monkeypatch):
     monkeypatch.setenv("ENSEMBLE_CACHE", str(tmp_path / "cache"))
     from ensemble.models.errors import ModelNotFoundError
@@ -100,14 +129,16 @@ class _KillAfter:
         pass
 
 
-def test_killed_finetune_resumes_and_ends_where_an_uninterrupted_run_does(tmp_path, monkeypatch):
+@pytest.mark.parametrize("lora_rank", [0, 4], ids=["full", "lora"])
+def test_killed_finetune_resumes_and_ends_where_an_uninterrupted_run_does(tmp_path, monkeypatch, lora_rank):
     from safetensors.torch import load_file
 
     from ensemble.tasks.math.finetune import resume_path
 
     monkeypatch.setenv("ENSEMBLE_CACHE", str(tmp_path / "cache"))
     cfg = FinetuneConfig(base="tiny-causal-lm", name="generators/resume-test", n_problems=40, epochs=2,
-                         batch_size=8, lr=3e-3, warmup=2, max_length=192, held_out=0.1, threads=1, save_every=3)
+                         batch_size=8, lr=3e-3, warmup=2, max_length=192, held_out=0.1, threads=1, save_every=3,
+                         lora_rank=lora_rank)
     straight = finetune(cfg)
     w_straight = load_file(f"{straight['path']}/model.safetensors")
     assert straight["resumed_from_step"] == 0 and not resume_path(cfg.name).exists()
@@ -134,3 +165,19 @@ def test_killed_finetune_resumes_and_ends_where_an_uninterrupted_run_does(tmp_pa
         finetune(cfg, progress=lambda total: _KillAfter(4))
     other = finetune(FinetuneConfig(**{**cfg.__dict__, "lr": 1e-3}))
     assert other["resumed_from_step"] == 0
+
+
+def test_shared_prompt_prefix_as_a_cache_gives_the_same_loss():
+    from ensemble.models.tiny import tiny_causal_lm
+    from ensemble.tasks.math.finetune import batch_loss, split_shared_prefix
+
+    model, _ = tiny_causal_lm()
+    shared = list(range(5, 25))
+    examples = [(shared + [30, 31, 32, 40, 41], 23), (shared + [33, 34, 42, 43, 44, 45], 22)]
+    prefix, rest = split_shared_prefix(examples)
+    assert prefix == shared and rest == [([30, 31, 32, 40, 41], 3), ([33, 34, 42, 43, 44, 45], 2)]
+    assert split_shared_prefix(examples, min_length=21)[0] == []
+    with torch.no_grad():
+        full = batch_loss(model, collate(examples, pad_id=0), None)
+        cached = batch_loss(model, collate(rest, pad_id=0), torch.tensor(prefix))
+    assert torch.allclose(full, cached, atol=1e-5)

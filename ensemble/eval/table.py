@@ -96,3 +96,44 @@ def metric_table(rows: Sequence[dict[str, Any]], systems: Sequence[str], percent
         out.append([system, len(mine), shown, secs])
     unit = " % (95 % CI)" if percent else " (95 % CI)"
     return markdown_table(["system", "items", metric_name + unit, "s / item"], out)
+
+
+def compare_table(rows_a: Sequence[dict[str, Any]], rows_b: Sequence[dict[str, Any]], system: str,
+                  labels: Sequence[str]) -> str:
+    """Markdown: ``system`` in two sets of rows (e.g. two results files), on the items both hold.
+
+    Rows are paired by (item id, seed); each set must hold one configuration of ``system`` (else the
+    pairing would mix models). Returns per set the items, accuracy ± 95 % interval and seconds per item,
+    then ``b − a`` in points with its 95 % paired-bootstrap interval.
+
+    Raises:
+        ValueError: a set without rows of ``system``, with several configurations of it, or no common items.
+    """
+    keyed = []
+    for rows, label in zip((rows_a, rows_b), labels, strict=True):
+        mine = [r for r in rows if r["system"] == system]
+        hashes = {r["config_hash"] for r in mine}
+        if not mine:
+            raise ValueError(f"{label}: no rows of system {system!r} (systems there: "
+                             f"{sorted({r['system'] for r in rows})})")
+        if len(hashes) > 1:
+            raise ValueError(f"{label}: {len(hashes)} configurations of {system!r} in one file; compare files "
+                             "that each hold one")
+        keyed.append({(r["item_id"], r["seed"]): r for r in mine})
+    common = sorted(set(keyed[0]) & set(keyed[1]))
+    if not common:
+        raise ValueError(f"{labels[0]} and {labels[1]} share no (item, seed) of {system!r}")
+    out = []
+    for label, by_key in zip(labels, keyed, strict=True):
+        values = [float(by_key[k]["metric"]) for k in common]
+        secs = sum(float(by_key[k]["timings"]["seconds"]) for k in common) / len(common)
+        out.append([f"{label} ({system})", len(common), pct(*mean_ci(values)), secs])
+    table = markdown_table(["system", "items", "accuracy % (95 % CI)", "s / item"], out)
+    d, lo, hi = paired_bootstrap([float(keyed[0][k]["metric"]) for k in common],
+                                 [float(keyed[1][k]["metric"]) for k in common])
+    won = sum(keyed[1][k]["metric"] > keyed[0][k]["metric"] for k in common)
+    lost = sum(keyed[1][k]["metric"] < keyed[0][k]["metric"] for k in common)
+    diff = markdown_table(["difference", "items", "won / lost", "points (95 % paired bootstrap)"],
+                          [[f"{labels[1]} − {labels[0]}", len(common), f"{won} / {lost}",
+                            f"{100 * d:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]"]])
+    return table + "\n\n" + diff

@@ -31,6 +31,10 @@ training; ``ensemble train generator`` still fine-tunes a copy (``--lm generator
 DEFAULT_SHOTS = 1
 """Worked examples in the default generator's prompt."""
 
+LORA_LM = "generators/smollm2-gsm-lora"
+"""Project checkpoint of ``ensemble train generator`` (LoRA on training templates, merged; same prompt as
+the untuned LM, ``shots=1``)."""
+
 EXAMPLE_QUESTION = (
     "Sara has 12 apples. She buys 3 bags with 8 apples each, then gives 10 apples to her friend. "
     "How many apples does Sara have now?"

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import argparse
 
-from ensemble.tasks.math.task import DEFAULT_LM, DEFAULT_SHOTS
+from ensemble.tasks.math.task import DEFAULT_LM, DEFAULT_SHOTS, LORA_LM
 
 
 def add_common_arguments(p: argparse.ArgumentParser) -> None:
     """Flags both math trainings share."""
-    p.add_argument("--n-problems", type=int, default=None, help="training problems (verifiers: 600 each; generator: 2000)")
+    p.add_argument("--n-problems", type=int, default=None, help="training problems (verifiers: 600 each; generator: 480 with LoRA, 2000 without)")
     p.add_argument("--seed", type=int, default=None, help="training seed, GSM-Symbolic training split (verifiers: 0; generator: 100)")
     p.add_argument("--epochs", type=int, default=None, help="verifiers: 30; generator: 1")
     p.add_argument("--annotations", action="store_true", help="train on <<expr=value>> format solutions")
@@ -35,13 +35,30 @@ def add_verifier_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", action="append", default=[], metavar="NAME=DIR", help="save a verifier elsewhere")
 
 
+LORA_DEFAULTS = {"name": LORA_LM, "n_problems": 480, "lr": 1e-3, "shots": DEFAULT_SHOTS}
+"""``ensemble train generator`` with LoRA (the default): few steps on the default generator's own prompt (one
+worked example), ~15 min on one thread; the result is a drop-in for the untuned LM (same ``--shots``)."""
+
+FULL_DEFAULTS = {"name": "generators/smollm2-gsm", "n_problems": 2000, "lr": 2e-4, "shots": 0}
+"""``--lora-rank 0``: the full fine-tune (every parameter, no worked example; ~40 min on 2 cores)."""
+
+
 def add_generator_arguments(p: argparse.ArgumentParser) -> None:
     """Flags of ``ensemble train generator``."""
     add_common_arguments(p)
     p.add_argument("--base", default="smollm2-135m-instruct", help="causal LM to fine-tune")
-    p.add_argument("--name", default=None, help="checkpoint name or directory (default generators/smollm2-gsm)")
-    p.add_argument("--train-layers", type=int, default=None, help="top transformer blocks trained (default 0 = all)")
-    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 2e-4)")
+    p.add_argument("--lora-rank", type=int, default=8,
+                   help="LoRA adapter rank on every linear projection (default 8; 0 = no LoRA: a full fine-tune, "
+                        "or the top --train-layers blocks)")
+    p.add_argument("--name", default=None,
+                   help=f"checkpoint name or directory (default {LORA_DEFAULTS['name']}; with --lora-rank 0 "
+                        f"{FULL_DEFAULTS['name']})")
+    p.add_argument("--train-layers", type=int, default=None,
+                   help="with --lora-rank 0: top transformer blocks trained (default 0 = all)")
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 1e-3 with LoRA, 2e-4 without)")
+    p.add_argument("--shots", type=int, default=None, choices=[0, 1],
+                   help="worked examples in the training prompt, to decode with the same --shots "
+                        "(default 1 with LoRA, as the untuned default generator; 0 without)")
     p.add_argument("--lm-batch-size", type=int, default=8, help="sequences per step")
 
 
@@ -74,22 +91,25 @@ def train_verifiers_command(args: argparse.Namespace) -> int:
 
 
 def train_generator_command(args: argparse.Namespace) -> int:
-    """Fine-tune the math generator; ``--n-problems``/``--seed``/``--epochs`` default to its own values."""
+    """Fine-tune the math generator (LoRA unless ``--lora-rank 0``); unset flags take that mode's defaults."""
     from tqdm import tqdm
 
-    from ensemble.tasks.math.finetune import DEFAULT_NAME, FinetuneConfig, finetune
+    from ensemble.tasks.math.finetune import FinetuneConfig, finetune
 
     defaults = FinetuneConfig()
+    mode = LORA_DEFAULTS if args.lora_rank else FULL_DEFAULTS
     cfg = FinetuneConfig(
-        base=args.base, name=args.name or DEFAULT_NAME, n_problems=_or(args.n_problems, defaults.n_problems),
+        base=args.base, name=args.name or mode["name"], n_problems=_or(args.n_problems, mode["n_problems"]),
         seed=_or(args.seed, defaults.seed), epochs=_or(args.epochs, defaults.epochs),
-        train_layers=_or(args.train_layers, defaults.train_layers), lr=_or(args.lr, defaults.lr),
-        batch_size=args.lm_batch_size,
+        train_layers=_or(args.train_layers, defaults.train_layers), lr=_or(args.lr, mode["lr"]),
+        shots=_or(args.shots, mode["shots"]), lora_rank=args.lora_rank, batch_size=args.lm_batch_size,
         annotations=args.annotations, threads=args.threads,
     )
-    report = finetune(cfg, progress=lambda total: tqdm(total=total, desc="fine-tune", unit="step"))
+    desc = f"LoRA r={cfg.lora_rank}" if cfg.lora_rank else "fine-tune"
+    report = finetune(cfg, progress=lambda total: tqdm(total=total, desc=desc, unit="step"))
     print(f"{report['path']}: held-out loss {report['held_out_loss_before']} -> {report['held_out_loss_after']} "
-          f"({report['train_examples']} problems, {report['steps']} steps, {report['seconds']:.0f}s)")
+          f"({report['method']}, {report['train_examples']} problems, {report['steps']} steps, "
+          f"{report['seconds']:.0f}s; decode with --lm {cfg.name} --shots {cfg.shots})")
     return 0
 
 
@@ -101,7 +121,8 @@ def _or(value, default):
 TRAIN_TARGETS = {
     "verifiers": ("the math verifiers on references, perturbations and LM samples (~25 min)",
                   add_verifier_arguments, train_verifiers_command),
-    "generator": ("fine-tune SmolLM2-135M on GSM-Symbolic training problems (~40 min on 2 cores)",
+    "generator": ("fine-tune SmolLM2-135M on GSM-Symbolic training templates: LoRA by default (~15 min, one "
+                  "thread), --lora-rank 0 for the full fine-tune (~40 min on 2 cores)",
                   add_generator_arguments, train_generator_command),
 }
 """``ensemble train`` targets of this task: name → (help, add_arguments, run)."""
