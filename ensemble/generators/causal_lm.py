@@ -162,6 +162,8 @@ class CausalLMGenerator(Generator):
         prompt_fn: context → prompt text (default: ``str(context)``).
         force_fn: solution text → text to force next ("" for none), e.g. a calculator.
         stop_fn: solution text → True when the beam is complete.
+        prefix_cache: reuse the previous prompt's key/value context for the prefix a new prompt shares
+            with it (the instruction; the whole prompt when several systems answer one item).
     """
 
     update_rule = "token"
@@ -177,6 +179,7 @@ class CausalLMGenerator(Generator):
         force_fn: Callable[[str], str] | None = None,
         stop_fn: Callable[[str], bool] | None = None,
         focus_fn: Callable[[str, str], bool] | None = None,
+        prefix_cache: bool = True,
         **overrides: Any,
     ) -> None:
         names = {f.name for f in fields(TokenConfig)}
@@ -198,6 +201,8 @@ class CausalLMGenerator(Generator):
         self.force_fn = force_fn
         self.stop_fn = stop_fn
         self.focus_fn = focus_fn
+        self.prefix_cache = prefix_cache
+        self._prefix: tuple[list[int], kvlib.KV] | None = None
         if self.config.score_results and focus_fn is None:
             raise ValueError("score_results needs the task's focus_fn hook (text so far, LM's top token) -> bool, "
                              "e.g. the math task's result-digit rule")
@@ -220,15 +225,34 @@ class CausalLMGenerator(Generator):
         prompt = self._ids(self.prompt_fn(context))
         if not prompt:
             raise ValueError("the prompt encodes to no tokens")
-        past: kvlib.KV = []
-        if len(prompt) > 1:
-            with torch.no_grad():
-                _, past = kvlib.forward(self.model, torch.tensor([prompt[:-1]], device=self.device), None)
-        beam = Beam(ids=[], past=kvlib.detach(past), last=prompt[-1])
+        beam = Beam(ids=[], past=self._prompt_context(prompt[:-1]), last=prompt[-1])
         self._prepare(beam)
         state = TokenState(beams=[beam])
         self._fast_forward(state)
         return state
+
+    def _prompt_context(self, ids: list[int]) -> kvlib.KV:
+        """The key/value context of ``ids`` (the prompt minus its last token), reusing the last prompt's.
+
+        Prompts of one task share their instruction (and the systems of one item share the whole prompt),
+        so only the tokens after the longest common prefix with the previous prompt run through the LM
+        (``prefix_cache=False``: always the whole prompt). The cached context is never modified in place."""
+        if not ids:
+            return []
+        cached_ids, cached = self._prefix if self.prefix_cache and self._prefix else ([], [])
+        common = 0
+        for a, b in zip(cached_ids, ids, strict=False):
+            if a != b:
+                break
+            common += 1
+        past = [(k[:, :, :common], v[:, :, :common]) for k, v in cached] if common else None
+        if common < len(ids):
+            with torch.no_grad():
+                _, past = kvlib.forward(self.model, torch.tensor([ids[common:]], device=self.device), past)
+            past = kvlib.detach(past)
+        if self.prefix_cache:
+            self._prefix = (list(ids), past)
+        return past
 
     def _prepare(self, beam: Beam) -> None:
         """Zero delta, the unshifted distribution for the beam's next token and the context after it."""
