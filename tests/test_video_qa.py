@@ -356,17 +356,21 @@ def test_answer_first_prompt_ends_with_the_answer_prefix_so_the_first_token_is_t
     from ensemble.tasks.video_qa.task import VideoQATask
 
     _, tokenizer = load_causal_lm("tiny-causal-lm")
-    task = VideoQATask()
     context = {"question": "what color is the shape?"}
-    for chat in (True, False):
-        task.chat = chat if tokenizer.chat_template or not chat else None
-        text = task.prompt(context, tokenizer, answer_prefix="The answer is")
-        assert text.endswith("What color is the shape?<|im_end|>\n<|im_start|>assistant\nThe answer is") if (
-            chat and tokenizer.chat_template) else text.endswith("Answer: The answer is")
-    task.chat = False
-    assert task.prompt(context, tokenizer).endswith("Question: What color is the shape?\nAnswer:")
-    # the generated text is the answer only: "The answer is" is the prompt's, " red." normalises to "red"
-    assert task.answer(" red.", None) == "red"
+    plain = VideoQATask(chat=False)
+    assert plain.prompt(context, tokenizer).endswith("Question: What color is the shape?\nAnswer:")
+    assert plain.prompt(context, tokenizer, answer_prefix="The answer is").endswith("shape?\nThe answer is")
+
+    class ChatTokenizer:  # a chat template: the prefix starts the assistant's turn
+        chat_template = "yes"
+
+        def apply_chat_template(self, messages, tokenize, add_generation_prompt):
+            return "".join(f"<{m['role']}>{m['content']}</>" for m in messages) + "<assistant>"
+
+    chat = VideoQATask().prompt(context, ChatTokenizer(), answer_prefix="Answer:")
+    assert chat.endswith("<user>What color is the shape?</><assistant>Answer:")
+    # the generated text is the answer only: the prefix is the prompt's, " red." normalises to "red"
+    assert plain.answer(" red.", None) == "red"
 
 
 def test_solver_passes_its_answer_prefix_to_the_prompt_and_the_config_hash():
@@ -376,9 +380,31 @@ def test_solver_passes_its_answer_prefix_to_the_prompt_and_the_config_hash():
     settings = VideoQATask().settings_for(tiny=True)
     a = VideoQASolver(VideoQASpec(**settings, answer_prefix="The answer is"), VideoQATask(chat=False))
     b = VideoQASolver(VideoQASpec(**settings, answer_prefix=""), VideoQATask(chat=False))
-    assert a.generator.prompt_fn({"question": "is there a circle?"}).endswith("Answer: The answer is")
-    assert b.generator.prompt_fn({"question": "is there a circle?"}).endswith("Answer:")
+    assert a.generator.prompt_fn({"question": "is there a circle?"}).endswith("circle?\nThe answer is")
+    assert b.generator.prompt_fn({"question": "is there a circle?"}).endswith("circle?\nAnswer:")
     assert all(a.config_hash(s) != b.config_hash(s) for s in a.systems())
+
+
+@pytest.mark.slow
+def test_smollm2_answer_first_prompt_puts_answer_words_among_its_first_tokens():
+    """With the default answer prefix the real LM's first generated token is an answer word: yes/no lead its
+    top-8 for a yes/no question, colour words are in its top-64 for a colour question."""
+    from ensemble.models import load_causal_lm
+    from ensemble.tasks.video_qa.solver import DEFAULT_ANSWER_PREFIX
+    from ensemble.tasks.video_qa.task import VideoQATask
+
+    model, tokenizer = load_causal_lm("smollm2-135m-instruct")
+    task = VideoQATask()
+
+    def top(question: str, k: int) -> set[str]:
+        text = task.prompt({"question": question}, tokenizer, DEFAULT_ANSWER_PREFIX)
+        ids = tokenizer(text, return_tensors="pt", add_special_tokens=False)["input_ids"]
+        with torch.no_grad():
+            logits = model(ids).logits[0, -1]
+        return {tokenizer.decode([i]).strip().lower() for i in logits.topk(k).indices.tolist()}
+
+    assert {"yes", "no"} <= top("is there a red shape?", 8)
+    assert {"red", "blue", "green"} <= top("what color is the shape?", 64)
 
 
 def test_prompt_prefix_cache_reuses_the_shared_prefix_and_changes_nothing():

@@ -11,7 +11,8 @@ import argparse
 from typing import Any
 
 TOKEN_FLAGS = {"top_k": int, "steps_per_token": int, "step_size": float, "temperature": float,
-               "fluency_weight": float, "rerank_weight": float, "max_new_tokens": int, "min_p": float}
+               "fluency_weight": float, "rerank_weight": float, "max_new_tokens": int, "min_p": float,
+               "select_weight": float}
 """TokenConfig fields exposed as ``--top-k`` … flags (unset: the spec's defaults)."""
 
 
@@ -41,6 +42,9 @@ def add_model_flags(p: argparse.ArgumentParser) -> None:
     for name, typ in TOKEN_FLAGS.items():
         default = f" (default {DEFAULT_TOKEN[name]})" if name in DEFAULT_TOKEN else ""
         p.add_argument("--" + name.replace("_", "-"), type=typ, default=None, help=f"TokenConfig.{name}{default}")
+    p.add_argument("--select-final", action=argparse.BooleanOptionalAction, default=None,
+                   help="TokenConfig.select_final: with several beams the CLIPs pick among the finished answers"
+                        f" (default {DEFAULT_TOKEN.get('select_final', False)})")
 
 
 def _pairs(text: str, flag: str, cast: Any = str) -> dict[str, Any]:
@@ -65,7 +69,7 @@ def spec_from_args(args: argparse.Namespace) -> Any:
 
     clips = {n: {"model": m, "aggregate": args.aggregate, "motion": args.motion}
              for n, m in _pairs(args.clips, "--clips").items()}
-    token = {k: getattr(args, k) for k in TOKEN_FLAGS if getattr(args, k, None) is not None}
+    token = {k: getattr(args, k) for k in (*TOKEN_FLAGS, "select_final") if getattr(args, k, None) is not None}
     return VideoQASpec(lm=args.lm, clips=clips, token=token, mode=args.mode, answer_prefix=args.answer_prefix,
                        frames=args.frames,
                        normalisation=args.normalisation, weights=_pairs(args.weights, "--weights", float),

@@ -31,11 +31,12 @@ DEFAULT_CLIPS: dict[str, dict[str, Any]] = {
 }
 """The two CLIPs trained by ``ensemble train video-clips`` (a ViT and a ResNet image tower)."""
 GUIDANCE_KNOBS = frozenset({"top_k", "min_p", "steps_per_token", "step_size", "temperature", "target_prior",
-                            "fluency_weight", "fusion", "keep_shift", "skip_confident", "rerank_weight"})
+                            "fluency_weight", "fusion", "keep_shift", "skip_confident", "rerank_weight",
+                            "select_final", "select_weight"})
 """TokenConfig fields that act only through the scorers (left out of the LM-alone config hash)."""
 DEFAULT_TOKEN: dict[str, Any] = {"top_k": 64, "steps_per_token": 1, "max_new_tokens": 3, "temperature": 1.0}
 """The token rule's defaults, chosen on train-split questions (README, "Video question answering")."""
-DEFAULT_ANSWER_PREFIX = "The answer is"
+DEFAULT_ANSWER_PREFIX = "Answer:"
 """Start of the LM's turn: the first generated token is the answer word (README: chosen on train questions)."""
 
 
@@ -49,7 +50,7 @@ class VideoQASpec:
             (``model``, ``aggregate``, ``motion`` …); each name is a system, all together the ensemble.
         token: :class:`~ensemble.generators.causal_lm.TokenConfig` overrides (beam size is per system).
         mode: ``"zerocap"`` (context gradient steps) or ``"magic"`` (rerank only, no gradient).
-        answer_prefix: text that starts the LM's turn (``"The answer is"``: the answer is the first token).
+        answer_prefix: text that starts the LM's turn (``"Answer:"``: the answer is the first token).
         frames: ``K``, frames sampled uniformly from each video.
         normalisation: per-scorer normalisation of the ratings before they are summed.
         weights: per-CLIP weights of the ensemble (a missing name weighs 1).

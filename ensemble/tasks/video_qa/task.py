@@ -84,15 +84,16 @@ class VideoQATask(Task):
     # -- generation hooks -------------------------------------------------------------------------------------
     def prompt(self, context: Any, tokenizer: Any = None, answer_prefix: str = "") -> str:
         """The LM's prompt: the question (in a chat with a one-line instruction when the tokenizer has a
-        template), then ``answer_prefix`` as the start of the LM's own turn (e.g. ``"The answer is"``, so the
-        first generated token is the answer word, with its leading space)."""
+        template), then ``answer_prefix`` as the start of the LM's own turn (e.g. ``"Answer:"``, so the first
+        generated token is the answer word, with its leading space). Without a chat template the prompt is
+        ``instruction / Question: … / <answer_prefix or "Answer:">``."""
         question = context["question"] if isinstance(context, dict) else str(context)
         question = question[:1].upper() + question[1:]
         use_chat = self.chat if self.chat is not None else bool(getattr(tokenizer, "chat_template", None))
         if use_chat and tokenizer is not None:
             messages = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": question}]
             return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) + answer_prefix
-        return f"{SYSTEM_PROMPT}\nQuestion: {question}\nAnswer:" + (f" {answer_prefix}" if answer_prefix else "")
+        return f"{SYSTEM_PROMPT}\nQuestion: {question}\n{answer_prefix or 'Answer:'}"
 
     def generator_hooks(self, tokenizer: Any = None, answer_prefix: str = "") -> dict[str, Callable]:
         """``prompt_fn`` and ``stop_fn`` for a CausalLMGenerator."""
