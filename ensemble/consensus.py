@@ -94,7 +94,7 @@ class ConsensusResult:
     """
 
     output: Any
-    state: Any
+    state: Any = field(repr=False)  # KV caches, tensors: formatting them costs seconds (asyncio.run reprs its task)
     rounds: list[RoundRecord]
     stop_reason: str
     n_candidates: int

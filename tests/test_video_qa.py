@@ -346,3 +346,143 @@ def test_bench_times_lm_zerocap_and_magic_side_by_side_on_train_questions(capsys
     assert set(lines) == {"LM alone (blind)", "ZeroCap (context gradient)", "MAGIC-style (rerank)"}
     assert float(lines["LM alone (blind)"][2]) == 0 and float(lines["ZeroCap (context gradient)"][2]) > 0
     assert float(lines["MAGIC-style (rerank)"][2]) > 0 and all(v[0] == "2" for v in lines.values())
+
+
+# -- decoding: answer-first prompt, caches, table ------------------------------------------------------------
+
+
+def test_answer_first_prompt_ends_with_the_answer_prefix_so_the_first_token_is_the_answer():
+    from ensemble.models import load_causal_lm
+    from ensemble.tasks.video_qa.task import VideoQATask
+
+    _, tokenizer = load_causal_lm("tiny-causal-lm")
+    context = {"question": "what color is the shape?"}
+    plain = VideoQATask(chat=False)
+    assert plain.prompt(context, tokenizer).endswith("Question: What color is the shape?\nAnswer:")
+    assert plain.prompt(context, tokenizer, answer_prefix="The answer is").endswith("shape?\nThe answer is")
+
+    class ChatTokenizer:  # a chat template: the prefix starts the assistant's turn
+        chat_template = "yes"
+
+        def apply_chat_template(self, messages, tokenize, add_generation_prompt):
+            return "".join(f"<{m['role']}>{m['content']}</>" for m in messages) + "<assistant>"
+
+    chat = VideoQATask().prompt(context, ChatTokenizer(), answer_prefix="Answer:")
+    assert chat.endswith("<user>What color is the shape?</><assistant>Answer:")
+    # the generated text is the answer only: the prefix is the prompt's, " red." normalises to "red"
+    assert plain.answer(" red.", None) == "red"
+
+
+def test_solver_passes_its_answer_prefix_to_the_prompt_and_the_config_hash():
+    from ensemble.tasks.video_qa.solver import VideoQASolver, VideoQASpec
+    from ensemble.tasks.video_qa.task import VideoQATask
+
+    settings = VideoQATask().settings_for(tiny=True)
+    a = VideoQASolver(VideoQASpec(**settings, answer_prefix="The answer is"), VideoQATask(chat=False))
+    b = VideoQASolver(VideoQASpec(**settings, answer_prefix=""), VideoQATask(chat=False))
+    assert a.generator.prompt_fn({"question": "is there a circle?"}).endswith("circle?\nThe answer is")
+    assert b.generator.prompt_fn({"question": "is there a circle?"}).endswith("circle?\nAnswer:")
+    assert all(a.config_hash(s) != b.config_hash(s) for s in a.systems())
+
+
+@pytest.mark.slow
+def test_smollm2_answer_first_prompt_puts_answer_words_among_its_first_tokens():
+    """With the default answer prefix the real LM's first generated token is an answer word: yes/no lead its
+    top-8 for a yes/no question, colour words are in its top-64 for a colour question."""
+    from ensemble.models import load_causal_lm
+    from ensemble.tasks.video_qa.solver import DEFAULT_ANSWER_PREFIX
+    from ensemble.tasks.video_qa.task import VideoQATask
+
+    model, tokenizer = load_causal_lm("smollm2-135m-instruct")
+    task = VideoQATask()
+
+    def top(question: str, k: int) -> set[str]:
+        text = task.prompt({"question": question}, tokenizer, DEFAULT_ANSWER_PREFIX)
+        ids = tokenizer(text, return_tensors="pt", add_special_tokens=False)["input_ids"]
+        with torch.no_grad():
+            logits = model(ids).logits[0, -1]
+        return {tokenizer.decode([i]).strip().lower() for i in logits.topk(k).indices.tolist()}
+
+    assert {"yes", "no"} <= top("is there a red shape?", 8)
+    assert {"red", "blue", "green"} <= top("what color is the shape?", 64)
+
+
+def test_prompt_prefix_cache_reuses_the_shared_prefix_and_changes_nothing():
+    """Prompts sharing an instruction: the cached context of the shared prefix is reused, and the next-token
+    distributions and answers equal those of encoding every prompt whole."""
+    from ensemble.generators.causal_lm import CausalLMGenerator
+
+    prompts = ["Answer briefly. Question: what color is the shape? Answer:",
+               "Answer briefly. Question: is there a red circle? Answer:",
+               "Answer briefly. Question: is there a red circle? Answer:",
+               "Something else entirely:"]
+    cached = CausalLMGenerator("tiny-causal-lm", max_new_tokens=4, beam_size=1)
+    plain = CausalLMGenerator(cached.model, cached.tokenizer, max_new_tokens=4, beam_size=1, prefix_cache=False)
+    calls = []
+    real = cached.model.forward
+    cached.model.forward = lambda *a, **k: calls.append(k["input_ids"].shape[1]) or real(*a, **k)
+    try:
+        for i, prompt in enumerate(prompts):
+            calls.clear()
+            s1 = cached.init_state(prompt, 0)
+            ran, n_prompt = list(calls), len(cached._ids(prompt)) - 1
+            s2 = plain.init_state(prompt, 0)
+            if i == 1:  # only the tokens after the shared instruction ran through the LM
+                assert 0 < ran[0] < n_prompt - 3
+            if i == 2:  # the same prompt again: no forward of the prompt at all
+                assert ran == [1]  # the one forward is the last prompt token
+            if i == 3:  # nothing shared
+                assert ran[0] == n_prompt
+            assert torch.allclose(s1.beams[0].p_orig, s2.beams[0].p_orig, atol=1e-5)
+            assert cached.generate_plain(prompt) == plain.generate_plain(prompt)
+    finally:
+        cached.model.forward = real
+
+
+def test_each_video_is_read_and_embedded_once_per_item_and_scores_are_unchanged(monkeypatch):
+    import ensemble.tasks.video_qa.video as video
+    from ensemble.tasks.video_qa.solver import VideoQASolver, VideoQASpec
+    from ensemble.tasks.video_qa.task import VideoQATask
+
+    task = VideoQATask(source="easyvqa")
+    item = task.items(1, seed=0, split="train")[0]
+    reads = []
+    real = video.read_video
+    monkeypatch.setattr(video, "read_video", lambda *a, **k: reads.append(1) or real(*a, **k))
+    solver = VideoQASolver(VideoQASpec(**task.settings_for(tiny=True)), task)
+    rows = [solver.solve(item, s, seed=0) for s in solver.systems()]
+    assert len(reads) == 1  # one read for every guided system of the item
+    fresh = VideoQASolver(VideoQASpec(**task.settings_for(tiny=True)), task)
+    again = [fresh.solve(item, s, seed=0) for s in reversed(fresh.systems())][::-1]
+    assert [r["extras"]["output"] for r in rows] == [r["extras"]["output"] for r in again]
+    scorer = solver.scorers["clip_mean"]
+    frames = solver.frames(item.context)
+    cands = ["red", "blue", "circle"]
+    context = {"question": item.context["question"], "frames": frames}
+    first = scorer.score(context, cands).scores
+    assert torch.equal(scorer.score(context, cands).scores, first)  # cached features: identical scores
+    other = fresh.scorers["clip_mean"]
+    other._frames = other._texts = None
+    other._texts = {}
+    assert torch.allclose(other.score(context, cands).scores, first, atol=1e-5)
+
+
+def test_easy_vqa_train_questions_for_choosing_settings_are_about_images_the_clips_held_out():
+    from ensemble.tasks.video_qa.data import HELD_OUT_EVERY, easy_vqa_questions
+
+    qs = easy_vqa_questions(50, seed=0, split="train")
+    assert all(q.meta["image_id"] % HELD_OUT_EVERY == 0 for q in qs)
+    assert len({q.id for q in qs}) == 50
+
+
+def test_video_qa_table_compares_the_ensemble_with_each_single_clip_paired():
+    from ensemble.tasks.video_qa.solver import video_qa_table
+
+    rows = []
+    for i in range(10):
+        for system, ok in (("lm@1", i < 2), ("a@1", i < 5), ("b@1", i < 6), ("ensemble@1", i < 8)):
+            rows.append({"item_id": str(i), "system": system, "metric": float(ok), "timings": {"seconds": 0.1},
+                         "extras": {}})
+    table = video_qa_table(rows, ["lm@1", "a@1", "b@1", "ensemble@1"])
+    assert "ensemble@1 − b@1  | 10    | +20.0" in table and "ensemble@1 − a@1  | 10    | +30.0" in table
+    assert "95 % paired bootstrap" in table

@@ -61,3 +61,27 @@ def beam_table(rows: Sequence[dict[str, Any]], systems: Sequence[str], noun: str
     """Markdown of :func:`beam_rows`; ``noun`` names the items (problems, questions)."""
     header = ["system", "beam", noun, "accuracy % (95 % CI)", "won / lost vs LM alone", f"s / {noun.rstrip('s')}"]
     return markdown_table(header + (["tokens / s"] if tokens else []), beam_rows(rows, systems, tokens))
+
+
+def beam_pairs(systems: Sequence[str]) -> list[tuple[str, str]]:
+    """The paired comparisons of a beam table: at each beam, every guided system against the LM alone and
+    the ensemble against each single scorer, as ``(reference, system)``."""
+    pairs = []
+    for system in systems:
+        base, beam = system.partition("@")[0], system.partition("@")[2] or "1"
+        if base != LM_ALONE:
+            pairs.append((f"{LM_ALONE}@{beam}", system))
+        if base == ENSEMBLE:
+            pairs += [(other, system) for other in systems
+                      if (other.partition("@")[2] or "1") == beam and other.partition("@")[0] not in (LM_ALONE, ENSEMBLE)]
+    return pairs
+
+
+def beam_table_paired(rows: Sequence[dict[str, Any]], systems: Sequence[str], noun: str = "items",
+                      tokens: bool = False) -> str:
+    """:func:`beam_table`, then :func:`beam_pairs`' differences in points with 95 % paired-bootstrap intervals."""
+    from ensemble.eval.table import paired_table
+
+    pairs = beam_pairs(systems)
+    paired = paired_table(rows, pairs) if pairs else ""
+    return beam_table(rows, systems, noun, tokens) + ("\n\n" + paired if paired.count("\n") > 1 else "")

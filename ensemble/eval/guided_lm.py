@@ -67,6 +67,10 @@ class GuidedLMSolver(Solver):
     def build_scorers(self) -> dict[str, Any]:
         """The scorers by name, built from the spec."""
 
+    def generator_hooks(self, tokenizer: Any) -> dict[str, Any]:
+        """The generator's hooks (``prompt_fn``, ``stop_fn`` …): the task's, unless the spec changes them."""
+        return self.task.generator_hooks(tokenizer)
+
     # -- shared ---------------------------------------------------------------------------------------------
     def setup(self) -> None:
         """Load the LM and the scorers (once; :meth:`decode` calls it). Building the solver is cheap."""
@@ -86,7 +90,7 @@ class GuidedLMSolver(Solver):
 
             model, tokenizer = load_causal_lm(spec.lm, device=spec.device)
         self._generator = CausalLMGenerator(model, tokenizer, device=spec.device,
-                                            **self.task.generator_hooks(tokenizer), **self.token_settings())
+                                            **self.generator_hooks(tokenizer), **self.token_settings())
         self.base_config = self._generator.config
         self._scorers = dict(self._given_scorers) if self._given_scorers is not None else self.build_scorers()
 

@@ -20,6 +20,7 @@ An optional ``force_fn`` appends forced text after a commit (e.g. a calculator f
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -29,6 +30,9 @@ import torch.nn.functional as F
 
 from ensemble.contracts import Generator, Proposal
 from ensemble.generators import kv as kvlib
+
+MEMO_SIZE = 64
+"""Unshifted forward passes remembered by (prompt, tokens) (a few MB each for a 135M LM)."""
 
 
 @dataclass
@@ -128,6 +132,8 @@ class Beam:
     delta: kvlib.KV | None = None
     p_orig: torch.Tensor | None = None
     next_past: kvlib.KV | None = None
+    prompt: tuple[int, ...] = ()
+    """The prompt's token ids (with ``ids``, what the unshifted context is the LM's encoding of)."""
 
     # ``delta`` None means a zero shift: ``p_orig`` and ``next_past`` (the unshifted context after
     # ``last``) then stand for a forward pass, so the LM alone costs one forward per token.
@@ -162,6 +168,9 @@ class CausalLMGenerator(Generator):
         prompt_fn: context → prompt text (default: ``str(context)``).
         force_fn: solution text → text to force next ("" for none), e.g. a calculator.
         stop_fn: solution text → True when the beam is complete.
+        prefix_cache: reuse the previous prompt's key/value context for the prefix a new prompt shares
+            with it (the instruction; the whole prompt when several systems answer one item), and remember
+            the last :data:`MEMO_SIZE` unshifted next-token distributions by (prompt, tokens).
     """
 
     update_rule = "token"
@@ -177,6 +186,7 @@ class CausalLMGenerator(Generator):
         force_fn: Callable[[str], str] | None = None,
         stop_fn: Callable[[str], bool] | None = None,
         focus_fn: Callable[[str, str], bool] | None = None,
+        prefix_cache: bool = True,
         **overrides: Any,
     ) -> None:
         names = {f.name for f in fields(TokenConfig)}
@@ -198,6 +208,9 @@ class CausalLMGenerator(Generator):
         self.force_fn = force_fn
         self.stop_fn = stop_fn
         self.focus_fn = focus_fn
+        self.prefix_cache = prefix_cache
+        self._prefix: tuple[list[int], kvlib.KV] | None = None
+        self._memo: OrderedDict[tuple[tuple[int, ...], tuple[int, ...]], tuple[torch.Tensor, kvlib.KV]] = OrderedDict()
         if self.config.score_results and focus_fn is None:
             raise ValueError("score_results needs the task's focus_fn hook (text so far, LM's top token) -> bool, "
                              "e.g. the math task's result-digit rule")
@@ -220,15 +233,34 @@ class CausalLMGenerator(Generator):
         prompt = self._ids(self.prompt_fn(context))
         if not prompt:
             raise ValueError("the prompt encodes to no tokens")
-        past: kvlib.KV = []
-        if len(prompt) > 1:
-            with torch.no_grad():
-                _, past = kvlib.forward(self.model, torch.tensor([prompt[:-1]], device=self.device), None)
-        beam = Beam(ids=[], past=kvlib.detach(past), last=prompt[-1])
+        beam = Beam(ids=[], past=self._prompt_context(prompt[:-1]), last=prompt[-1], prompt=tuple(prompt))
         self._prepare(beam)
         state = TokenState(beams=[beam])
         self._fast_forward(state)
         return state
+
+    def _prompt_context(self, ids: list[int]) -> kvlib.KV:
+        """The key/value context of ``ids`` (the prompt minus its last token), reusing the last prompt's.
+
+        Prompts of one task share their instruction (and the systems of one item share the whole prompt),
+        so only the tokens after the longest common prefix with the previous prompt run through the LM
+        (``prefix_cache=False``: always the whole prompt). The cached context is never modified in place."""
+        if not ids:
+            return []
+        cached_ids, cached = self._prefix if self.prefix_cache and self._prefix else ([], [])
+        common = 0
+        for a, b in zip(cached_ids, ids, strict=False):
+            if a != b:
+                break
+            common += 1
+        past = [(k[:, :, :common], v[:, :, :common]) for k, v in cached] if common else None
+        if common < len(ids):
+            with torch.no_grad():
+                _, past = kvlib.forward(self.model, torch.tensor([ids[common:]], device=self.device), past)
+            past = kvlib.detach(past)
+        if self.prefix_cache:
+            self._prefix = (list(ids), past)
+        return past
 
     def _prepare(self, beam: Beam) -> None:
         """Zero delta, the unshifted distribution for the beam's next token and the context after it."""
@@ -256,15 +288,32 @@ class CausalLMGenerator(Generator):
         return logits[:, -1], new
 
     def _prepare_many(self, beams: list[Beam]) -> None:
-        """:meth:`_prepare` for several beams, batched by context length."""
-        for group in self._groups(beams):
-            members = [beams[i] for i in group]
+        """:meth:`_prepare` for several beams, batched by context length.
+
+        Without ``keep_shift`` a beam's context is the LM's own encoding of its prompt and tokens, so its
+        next-token distribution is remembered by (prompt, tokens) (``prefix_cache``): the systems answering
+        one item, and beams that meet again, share these forward passes."""
+        memo = self._memo if self.prefix_cache and not self.config.keep_shift else None
+        todo = []
+        for beam in beams:
+            hit = memo.get((beam.prompt, tuple(beam.ids))) if memo is not None and beam.prompt else None
+            if hit is None:
+                todo.append(beam)
+            else:
+                memo.move_to_end((beam.prompt, tuple(beam.ids)))
+                beam.p_orig, beam.next_past, beam.delta = hit[0], hit[1], None
+        for group in self._groups(todo):
+            members = [todo[i] for i in group]
             with torch.no_grad():
                 logits, new = self._forward_beams(members, None)
             for beam, row, past in zip(members, logits, kvlib.split(new), strict=True):
                 beam.p_orig = F.log_softmax(row, -1)
                 beam.next_past = kvlib.detach(past)
                 beam.delta = None
+                if memo is not None and beam.prompt:
+                    memo[(beam.prompt, tuple(beam.ids))] = (beam.p_orig, beam.next_past)
+                    while len(memo) > MEMO_SIZE:
+                        memo.popitem(last=False)
 
     def _shifted(self, beam: Beam) -> tuple[torch.Tensor, kvlib.KV]:
         """Next-token log-probabilities ``[vocab]`` and the extended context, on the shifted context."""
@@ -318,7 +367,8 @@ class CausalLMGenerator(Generator):
             if len(top) != 1:
                 return
             tok = top[0]
-            new = Beam(ids=beam.ids + [tok], past=beam.next_past, last=tok, logprob=beam.logprob + float(beam.p_orig[tok]))
+            new = Beam(ids=beam.ids + [tok], past=beam.next_past, last=tok, logprob=beam.logprob + float(beam.p_orig[tok]),
+                       prompt=beam.prompt)
             self._force(new)
             new.done = self._finished(new)
             state.n_tokens += 1
@@ -450,7 +500,7 @@ class CausalLMGenerator(Generator):
         survivors: list[Beam] = []
         for _, lp, b, tok, new_past in expansions[: cfg.beam_size]:
             parent = state.beams[b]
-            beam = Beam(ids=parent.ids + [tok], past=kvlib.detach(new_past), last=tok, logprob=lp)
+            beam = Beam(ids=parent.ids + [tok], past=kvlib.detach(new_past), last=tok, logprob=lp, prompt=parent.prompt)
             self._force(beam)
             beam.done = self._finished(beam)
             if beam.done:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ensemble.contracts import Item, make_row
-from ensemble.eval.beams import ENSEMBLE, LM_ALONE, beam_rows, beam_table, split_system
+from ensemble.eval.beams import ENSEMBLE, LM_ALONE, beam_rows, beam_table_paired, split_system
 from ensemble.eval.guided_lm import GuidedLMSolver
 from ensemble.results import config_hash
 from ensemble.tasks.math.task import DEFAULT_LM, DEFAULT_SHOTS
@@ -187,18 +187,7 @@ def math_table(rows: Sequence[dict[str, Any]], systems: Sequence[str]) -> str:
     """Markdown: per system, problems, accuracy ± 95 % interval, problems won / lost against the LM alone
     at the same beam, seconds per problem, tokens per second; then, at each beam, every guided system
     against the LM alone and the ensemble against each single scorer, with paired-bootstrap intervals."""
-    from ensemble.eval.table import paired_table
-
-    pairs = []
-    for system in systems:
-        base, beam = system.partition("@")[0], system.partition("@")[2] or "1"
-        if base != LM_ALONE:
-            pairs.append((f"{LM_ALONE}@{beam}", system))
-        if base == ENSEMBLE:
-            pairs += [(other, system) for other in systems
-                      if other.partition("@")[2] == beam and other.partition("@")[0] not in (LM_ALONE, ENSEMBLE)]
-    paired = paired_table(rows, pairs) if pairs else ""
-    return beam_table(rows, systems, "problems", tokens=True) + ("\n\n" + paired if paired.count("\n") > 1 else "")
+    return beam_table_paired(rows, systems, "problems", tokens=True)
 
 
 def summarise(rows: Sequence[dict[str, Any]], systems: Sequence[str]) -> list[list[Any]]:

@@ -11,13 +11,16 @@ import argparse
 from typing import Any
 
 TOKEN_FLAGS = {"top_k": int, "steps_per_token": int, "step_size": float, "temperature": float,
-               "fluency_weight": float, "rerank_weight": float, "max_new_tokens": int, "min_p": float}
+               "fluency_weight": float, "rerank_weight": float, "max_new_tokens": int, "min_p": float,
+               "select_weight": float}
 """TokenConfig fields exposed as ``--top-k`` … flags (unset: the spec's defaults)."""
 
 
 def add_model_flags(p: argparse.ArgumentParser) -> None:
     """``--lm``, ``--clips``, guidance mode and token-rule knobs, ``--frames``, ``--device``, ``--threads``."""
-    from ensemble.tasks.video_qa.solver import DEFAULT_CLIPS
+    from ensemble.tasks.video_qa.solver import DEFAULT_CLIPS, DEFAULT_TOKEN, VideoQASpec
+
+    spec = VideoQASpec()
 
     p.add_argument("--lm", default="smollm2-135m-instruct", help="causal LM (registry, checkpoint, hub id or folder)")
     p.add_argument("--clips", default=",".join(f"{n}={kw['model']}" for n, kw in DEFAULT_CLIPS.items()),
@@ -26,15 +29,22 @@ def add_model_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--aggregate", default="mean", choices=["mean", "max"], help="per-frame similarities → one score")
     p.add_argument("--motion", action=argparse.BooleanOptionalAction, default=True,
                    help="also score motion frames (what changed between sampled frames)")
-    p.add_argument("--mode", default="zerocap", choices=["zerocap", "magic"],
+    p.add_argument("--mode", default=spec.mode, choices=["zerocap", "magic"],
                    help="zerocap: context gradient steps (the paper); magic: rerank the LM's top-k, no gradient")
-    p.add_argument("--frames", type=int, default=4, help="K frames sampled uniformly per video")
-    p.add_argument("--normalisation", default="zscore", choices=["zscore", "none", "rank"])
+    p.add_argument("--answer-prefix", default=spec.answer_prefix,
+                   help="start of the LM's turn, so its first token is the answer word ('' for none)")
+    p.add_argument("--frames", type=int, default=spec.frames, help="K frames sampled uniformly per video")
+    p.add_argument("--normalisation", default=spec.normalisation, choices=["zscore", "none", "rank"],
+                   help="per-CLIP normalisation of the ratings before they are summed")
     p.add_argument("--weights", default="", metavar="NAME=W,…", help="per-CLIP ensemble weights (missing: 1)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=2, help="torch threads")
     for name, typ in TOKEN_FLAGS.items():
-        p.add_argument("--" + name.replace("_", "-"), type=typ, default=None, help=f"TokenConfig.{name}")
+        default = f" (default {DEFAULT_TOKEN[name]})" if name in DEFAULT_TOKEN else ""
+        p.add_argument("--" + name.replace("_", "-"), type=typ, default=None, help=f"TokenConfig.{name}{default}")
+    p.add_argument("--select-final", action=argparse.BooleanOptionalAction, default=None,
+                   help="TokenConfig.select_final: with several beams the CLIPs pick among the finished answers"
+                        f" (default {DEFAULT_TOKEN.get('select_final', False)})")
 
 
 def _pairs(text: str, flag: str, cast: Any = str) -> dict[str, Any]:
@@ -59,8 +69,9 @@ def spec_from_args(args: argparse.Namespace) -> Any:
 
     clips = {n: {"model": m, "aggregate": args.aggregate, "motion": args.motion}
              for n, m in _pairs(args.clips, "--clips").items()}
-    token = {k: getattr(args, k) for k in TOKEN_FLAGS if getattr(args, k, None) is not None}
-    return VideoQASpec(lm=args.lm, clips=clips, token=token, mode=args.mode, frames=args.frames,
+    token = {k: getattr(args, k) for k in (*TOKEN_FLAGS, "select_final") if getattr(args, k, None) is not None}
+    return VideoQASpec(lm=args.lm, clips=clips, token=token, mode=args.mode, answer_prefix=args.answer_prefix,
+                       frames=args.frames,
                        normalisation=args.normalisation, weights=_pairs(args.weights, "--weights", float),
                        beams=tuple(getattr(args, "beams", (1, 5))), device=args.device, threads=args.threads)
 

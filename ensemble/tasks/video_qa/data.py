@@ -87,13 +87,22 @@ def _easy_vqa(split: str) -> tuple[list[str], list[str], list[int], list[str]]:
     return list(questions), list(answers), [int(i) for i in image_ids], paths
 
 
+HELD_OUT_EVERY = 10
+"""easy-VQA train images whose id is a multiple of this are held out of the CLIPs' training; the train-split
+questions used to choose settings are asked about them (images the CLIPs never saw, as at test time)."""
+
+
 def easy_vqa_questions(n: int, seed: int, split: str = "test") -> list[QA]:
-    """``n`` easy-VQA questions of ``split`` drawn without replacement in an order fixed by ``seed``."""
+    """``n`` easy-VQA questions of ``split`` drawn without replacement in an order fixed by ``seed``; on the
+    train split only questions about the images held out of the CLIPs' training (:data:`HELD_OUT_EVERY`)."""
     _check_split(split)
     questions, answers, image_ids, paths = _easy_vqa(split)
-    if not 1 <= n <= len(questions):
-        raise ValueError(f"n={n} must be in [1, {len(questions)}] for easy-VQA {split}")
-    order = np.random.default_rng(seed).permutation(len(questions))[:n]
+    pool = np.arange(len(questions))
+    if split == "train":
+        pool = pool[np.array(image_ids) % HELD_OUT_EVERY == 0]
+    if not 1 <= n <= len(pool):
+        raise ValueError(f"n={n} must be in [1, {len(pool)}] for easy-VQA {split}")
+    order = pool[np.random.default_rng(seed).permutation(len(pool))[:n]]
     return [QA(f"easyvqa-{split}-{int(j)}", questions[j], answers[j], paths[image_ids[j]],
                {"source": "easyvqa", "image_id": image_ids[j]}) for j in order]
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ensemble.tasks.video_qa.data import EASY_VQA_ANSWERS, easy_vqa_all, render_clips
+from ensemble.tasks.video_qa.data import EASY_VQA_ANSWERS, HELD_OUT_EVERY, easy_vqa_all, render_clips
 from ensemble.tasks.video_qa.video_clip import DEFAULT_TEMPLATE, video_inputs
 
 CHECKPOINTS = {"vit": "video_qa/clip-vit", "resnet": "video_qa/clip-resnet"}
@@ -122,7 +122,7 @@ def _clip_qas(clips: list[dict[str, Any]]) -> list[tuple[int, str, str]]:
     return out
 
 
-def _easy_vqa_tensors(held_every: int = 10) -> dict[str, Any]:
+def _easy_vqa_tensors(held_every: int = HELD_OUT_EVERY) -> dict[str, Any]:
     """easy-VQA train images ``[4000, 3, 32, 32]`` and questions split into training / held-out by image id."""
     import numpy as np
     import torch

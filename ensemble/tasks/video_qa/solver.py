@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ensemble.contracts import Item, make_row
-from ensemble.eval.beams import ENSEMBLE, LM_ALONE, beam_table
+from ensemble.eval.beams import ENSEMBLE, LM_ALONE, beam_table_paired
 from ensemble.eval.guided_lm import GuidedLMSolver
 from ensemble.results import config_hash
 
@@ -31,8 +31,13 @@ DEFAULT_CLIPS: dict[str, dict[str, Any]] = {
 }
 """The two CLIPs trained by ``ensemble train video-clips`` (a ViT and a ResNet image tower)."""
 GUIDANCE_KNOBS = frozenset({"top_k", "min_p", "steps_per_token", "step_size", "temperature", "target_prior",
-                            "fluency_weight", "fusion", "keep_shift", "skip_confident", "rerank_weight"})
+                            "fluency_weight", "fusion", "keep_shift", "skip_confident", "rerank_weight",
+                            "select_final", "select_weight"})
 """TokenConfig fields that act only through the scorers (left out of the LM-alone config hash)."""
+DEFAULT_TOKEN: dict[str, Any] = {"top_k": 64, "steps_per_token": 1, "max_new_tokens": 3, "temperature": 1.0}
+"""The token rule's defaults, chosen on train-split questions (README, "Video question answering")."""
+DEFAULT_ANSWER_PREFIX = "Answer:"
+"""Start of the LM's turn: the first generated token is the answer word (README: chosen on train questions)."""
 
 
 @dataclass
@@ -45,6 +50,7 @@ class VideoQASpec:
             (``model``, ``aggregate``, ``motion`` …); each name is a system, all together the ensemble.
         token: :class:`~ensemble.generators.causal_lm.TokenConfig` overrides (beam size is per system).
         mode: ``"zerocap"`` (context gradient steps) or ``"magic"`` (rerank only, no gradient).
+        answer_prefix: text that starts the LM's turn (``"Answer:"``: the answer is the first token).
         frames: ``K``, frames sampled uniformly from each video.
         normalisation: per-scorer normalisation of the ratings before they are summed.
         weights: per-CLIP weights of the ensemble (a missing name weighs 1).
@@ -57,6 +63,7 @@ class VideoQASpec:
     clips: dict[str, dict[str, Any]] = field(default_factory=lambda: {k: dict(v) for k, v in DEFAULT_CLIPS.items()})
     token: dict[str, Any] = field(default_factory=dict)
     mode: str = "zerocap"
+    answer_prefix: str = DEFAULT_ANSWER_PREFIX
     frames: int = 4
     normalisation: str = "zscore"
     weights: dict[str, float] = field(default_factory=dict)
@@ -92,9 +99,8 @@ class VideoQASpec:
     def token_config(self) -> dict[str, Any]:
         """TokenConfig overrides of the mode: MAGIC-style is one rated round per token, no gradient step.
 
-        Defaults (chosen a priori for 2 shared CPU cores, not tuned): top-8 candidates, one gradient step
-        per token, answers of at most 4 tokens."""
-        token = {"top_k": 8, "steps_per_token": 1, "max_new_tokens": 4, "temperature": 1.0, **self.token}
+        Defaults: :data:`DEFAULT_TOKEN` (chosen on train-split questions), then :attr:`token`."""
+        token = {**DEFAULT_TOKEN, **self.token}
         if self.mode == "magic":
             token.update(step_size=0.0, steps_per_token=1, rerank_weight=self.token.get("rerank_weight", 1.0))
         return token
@@ -111,7 +117,7 @@ class VideoQASpec:
                     **{n: checkpoint_fingerprint(str(kw.get("model", ""))) for n, kw in used.items()}}
         guided = system != LM_ALONE
         return config_hash({"lm": self.lm, "clips": used, "token": token, "versions": versions, "system": system,
-                            "beam": beam, "mode": self.mode if guided else None,
+                            "beam": beam, "answer_prefix": self.answer_prefix, "mode": self.mode if guided else None,
                             "frames": self.frames if guided else None,
                             "normalisation": self.normalisation if system == ENSEMBLE else None,
                             "weights": dict(sorted(self.weights.items())) if system == ENSEMBLE else None})
@@ -132,6 +138,11 @@ class VideoQASolver(GuidedLMSolver):
         from ensemble.tasks.video_qa.task import VideoQATask
 
         super().__init__(spec, task or VideoQATask(), lm, scorers)
+        self._video: tuple[Any, Any] | None = None
+
+    def generator_hooks(self, tokenizer: Any) -> dict[str, Any]:
+        """The task's prompt with the spec's answer prefix, and its stop rule."""
+        return self.task.generator_hooks(tokenizer, answer_prefix=self.spec.answer_prefix)
 
     def token_settings(self) -> dict[str, Any]:
         """The mode's token rule (:meth:`VideoQASpec.token_config`)."""
@@ -145,10 +156,20 @@ class VideoQASolver(GuidedLMSolver):
                 for name, kwargs in self.spec.clips.items()}
 
     def frames(self, context: dict[str, Any]) -> Any:
-        """The video of ``context`` as ``[K, 3, H, W]`` (K = ``spec.frames``, sampled uniformly)."""
+        """The video of ``context`` as ``[K, 3, H, W]`` (K = ``spec.frames``, sampled uniformly).
+
+        The last video's frames are kept: the systems of one item read it once, and the scorers, which
+        cache the features of the last frames tensor they saw, embed it once."""
         from ensemble.tasks.video_qa.video import read_video
 
-        return read_video(context["video"], k=self.spec.frames)
+        video = context["video"]
+        if self._video is not None:
+            last, frames = self._video
+            if last is video or (isinstance(video, str | bytes) and isinstance(last, type(video)) and last == video):
+                return frames
+        frames = read_video(video, k=self.spec.frames)
+        self._video = (video, frames)
+        return frames
 
     def solve(self, item: Item, system: str, seed: int = 0, callback: Callable[[Any, Any], Any] | None = None) -> dict[str, Any]:
         """Answer ``item`` with ``system`` (``"<base>@<beam>"``); the result row.
@@ -198,5 +219,6 @@ def moved_rounds(rounds: Sequence[Any]) -> list[dict[str, Any]]:
 
 def video_qa_table(rows: Sequence[dict[str, Any]], systems: Sequence[str]) -> str:
     """Markdown: per system, questions, accuracy ± 95 % interval, won / lost against the LM alone at the same
-    beam, seconds per question."""
-    return beam_table(rows, systems, "questions")
+    beam, seconds per question; then every guided system against the LM alone and the ensemble against each
+    single CLIP (points, 95 % paired-bootstrap interval)."""
+    return beam_table_paired(rows, systems, "questions")

@@ -82,19 +82,22 @@ class VideoQATask(Task):
                 for i, qa in enumerate(self.qas(n, seed, split))]
 
     # -- generation hooks -------------------------------------------------------------------------------------
-    def prompt(self, context: Any, tokenizer: Any = None) -> str:
-        """The LM's prompt: the question (in a chat with a one-line instruction when the tokenizer has a template)."""
+    def prompt(self, context: Any, tokenizer: Any = None, answer_prefix: str = "") -> str:
+        """The LM's prompt: the question (in a chat with a one-line instruction when the tokenizer has a
+        template), then ``answer_prefix`` as the start of the LM's own turn (e.g. ``"Answer:"``, so the first
+        generated token is the answer word, with its leading space). Without a chat template the prompt is
+        ``instruction / Question: … / <answer_prefix or "Answer:">``."""
         question = context["question"] if isinstance(context, dict) else str(context)
         question = question[:1].upper() + question[1:]
         use_chat = self.chat if self.chat is not None else bool(getattr(tokenizer, "chat_template", None))
         if use_chat and tokenizer is not None:
             messages = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": question}]
-            return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        return f"{SYSTEM_PROMPT}\nQuestion: {question}\nAnswer:"
+            return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) + answer_prefix
+        return f"{SYSTEM_PROMPT}\nQuestion: {question}\n{answer_prefix or 'Answer:'}"
 
-    def generator_hooks(self, tokenizer: Any = None) -> dict[str, Callable]:
+    def generator_hooks(self, tokenizer: Any = None, answer_prefix: str = "") -> dict[str, Callable]:
         """``prompt_fn`` and ``stop_fn`` for a CausalLMGenerator."""
-        return {"prompt_fn": lambda context: self.prompt(context, tokenizer), "stop_fn": answer_finished}
+        return {"prompt_fn": lambda context: self.prompt(context, tokenizer, answer_prefix), "stop_fn": answer_finished}
 
     # -- answer and metric -------------------------------------------------------------------------------------
     def answer(self, output: Any, item: Item) -> str:

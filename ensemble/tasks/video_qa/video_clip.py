@@ -83,7 +83,7 @@ class VideoClipScorer(Scorer):
             with torch.no_grad():
                 tokens = self.clip.tokenizer(new).to(self.device)
                 feats = F.normalize(self.clip.model.encode_text(tokens).float(), dim=-1)
-            if len(self._texts) > 20_000:
+            if len(self._texts) > 100_000:
                 self._texts.clear()
             self._texts.update(zip(new, feats, strict=True))
         return torch.stack([self._texts[t] for t in texts])
