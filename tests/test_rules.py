@@ -96,3 +96,20 @@ def test_gradient_rule_needs_a_differentiable_scorer():
         assert "no differentiable scorer answered" in str(err)
     else:  # pragma: no cover
         raise AssertionError("expected a RuntimeError")
+
+
+def test_forward_memo_stays_within_its_memory_budget(monkeypatch):
+    from collections import OrderedDict
+    from types import SimpleNamespace
+
+    from ensemble.generators import causal_lm
+
+    monkeypatch.setattr(causal_lm, "MEMO_BYTES", 3 * 1000 * 4 * 3)  # three entries of 3 x 1,000 floats
+    memo = SimpleNamespace(_memo=OrderedDict(), _memo_bytes=0)
+    entry = lambda: (torch.zeros(1000), [(torch.zeros(1000), torch.zeros(1000))])  # noqa: E731
+    for i in range(5):
+        causal_lm.CausalLMGenerator._remember(memo, ((1,), (i,)), entry())
+    assert list(memo._memo) == [((1,), (2,)), ((1,), (3,)), ((1,), (4,))]  # the oldest went first
+    assert memo._memo_bytes == 3 * 12000
+    causal_lm.CausalLMGenerator._remember(memo, ((1,), (3,)), entry())  # the same key again: counted once
+    assert memo._memo_bytes == 3 * 12000 and list(memo._memo)[-1] == ((1,), (3,))

@@ -32,7 +32,9 @@ from ensemble.contracts import Generator, Proposal
 from ensemble.generators import kv as kvlib
 
 MEMO_SIZE = 64
-"""Unshifted forward passes remembered by (prompt, tokens) (a few MB each for a 135M LM)."""
+"""Unshifted forward passes remembered by (prompt, tokens), at most this many ..."""
+MEMO_BYTES = 256 * 2**20
+"""... and at most this much memory (a 135M LM's context of 500 tokens is ~23 MB)."""
 
 
 @dataclass
@@ -170,7 +172,8 @@ class CausalLMGenerator(Generator):
         stop_fn: solution text → True when the beam is complete.
         prefix_cache: reuse the previous prompt's key/value context for the prefix a new prompt shares
             with it (the instruction; the whole prompt when several systems answer one item), and remember
-            the last :data:`MEMO_SIZE` unshifted next-token distributions by (prompt, tokens).
+            the last :data:`MEMO_SIZE` unshifted next-token distributions by (prompt, tokens), within
+            :data:`MEMO_BYTES`.
     """
 
     update_rule = "token"
@@ -211,6 +214,7 @@ class CausalLMGenerator(Generator):
         self.prefix_cache = prefix_cache
         self._prefix: tuple[list[int], kvlib.KV] | None = None
         self._memo: OrderedDict[tuple[tuple[int, ...], tuple[int, ...]], tuple[torch.Tensor, kvlib.KV]] = OrderedDict()
+        self._memo_bytes = 0
         if self.config.score_results and focus_fn is None:
             raise ValueError("score_results needs the task's focus_fn hook (text so far, LM's top token) -> bool, "
                              "e.g. the math task's result-digit rule")
@@ -311,9 +315,19 @@ class CausalLMGenerator(Generator):
                 beam.next_past = kvlib.detach(past)
                 beam.delta = None
                 if memo is not None and beam.prompt:
-                    memo[(beam.prompt, tuple(beam.ids))] = (beam.p_orig, beam.next_past)
-                    while len(memo) > MEMO_SIZE:
-                        memo.popitem(last=False)
+                    self._remember((beam.prompt, tuple(beam.ids)), (beam.p_orig, beam.next_past))
+
+    def _remember(self, key: tuple[tuple[int, ...], tuple[int, ...]], value: tuple[torch.Tensor, kvlib.KV]) -> None:
+        """Add one forward pass to the memo; the oldest go while it holds more than its count or bytes."""
+        def size(entry: tuple[torch.Tensor, kvlib.KV]) -> int:
+            return entry[0].nbytes + sum(k.nbytes + v.nbytes for k, v in entry[1])
+
+        if key in self._memo:
+            self._memo_bytes -= size(self._memo.pop(key))
+        self._memo[key] = value
+        self._memo_bytes += size(value)
+        while self._memo and (len(self._memo) > MEMO_SIZE or self._memo_bytes > MEMO_BYTES):
+            self._memo_bytes -= size(self._memo.popitem(last=False)[1])
 
     def _shifted(self, beam: Beam) -> tuple[torch.Tensor, kvlib.KV]:
         """Next-token log-probabilities ``[vocab]`` and the extended context, on the shifted context."""
