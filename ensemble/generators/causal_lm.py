@@ -213,6 +213,8 @@ class CausalLMGenerator(Generator):
         self.focus_fn = focus_fn
         self.prefix_cache = prefix_cache
         self._prefix: tuple[list[int], kvlib.KV] | None = None
+        self._prefix_logits: tuple[torch.Tensor, kvlib.KV] | None = None
+        self._prefix_last: tuple[torch.Tensor, kvlib.KV] | None = None
         self._memo: OrderedDict[tuple[tuple[int, ...], tuple[int, ...]], tuple[torch.Tensor, kvlib.KV]] = OrderedDict()
         self._memo_bytes = 0
         if self.config.score_results and focus_fn is None:
@@ -237,34 +239,51 @@ class CausalLMGenerator(Generator):
         prompt = self._ids(self.prompt_fn(context))
         if not prompt:
             raise ValueError("the prompt encodes to no tokens")
-        beam = Beam(ids=[], past=self._prompt_context(prompt[:-1]), last=prompt[-1], prompt=tuple(prompt))
+        beam = Beam(ids=[], past=self._prompt_context(prompt[:-1], prompt[-1]), last=prompt[-1], prompt=tuple(prompt))
+        if self.prefix_cache and not self.config.keep_shift and self._prefix_logits is not None:
+            # the prompt's last token ran with the rest of it: its distribution and context are known
+            beam.p_orig, beam.next_past = self._prefix_logits
+            self._memo[(beam.prompt, ())] = self._prefix_logits
         self._prepare(beam)
         state = TokenState(beams=[beam])
         self._fast_forward(state)
         return state
 
-    def _prompt_context(self, ids: list[int]) -> kvlib.KV:
-        """The key/value context of ``ids`` (the prompt minus its last token), reusing the last prompt's.
+    def _prompt_context(self, ids: list[int], last: int) -> kvlib.KV:
+        """The key/value context of ``ids`` (the prompt minus its ``last`` token), reusing the last prompt's.
+
+        With ``prefix_cache`` the last token runs in the same pass, and its next-token distribution and the
+        context after it are kept in ``_prefix_logits`` (one forward pass per prompt, not two).
 
         Prompts of one task share their instruction (and the systems of one item share the whole prompt),
         so only the tokens after the longest common prefix with the previous prompt run through the LM
         (``prefix_cache=False``: always the whole prompt). The cached context is never modified in place."""
+        self._prefix_logits = None
         if not ids:
             return []
-        cached_ids, cached = self._prefix if self.prefix_cache and self._prefix else ([], [])
+        if not self.prefix_cache:
+            with torch.no_grad():
+                _, past = kvlib.forward(self.model, torch.tensor([ids], device=self.device), None)
+            return kvlib.detach(past)
+        full = list(ids) + [last]
+        n = len(ids)
+        if self._prefix is not None and self._prefix[0] == full and self._prefix_last is not None:
+            self._prefix_logits = self._prefix_last  # the same prompt again (another system, same item)
+            return [(k[:, :, :n], v[:, :, :n]) for k, v in self._prefix[1]]
+        cached_ids, cached = self._prefix or ([], [])
         common = 0
-        for a, b in zip(cached_ids, ids, strict=False):
+        for a, b in zip(cached_ids, full, strict=False):
             if a != b:
                 break
             common += 1
+        common = min(common, len(ids))  # at least the last token runs, for its distribution
         past = [(k[:, :, :common], v[:, :, :common]) for k, v in cached] if common else None
-        if common < len(ids):
-            with torch.no_grad():
-                _, past = kvlib.forward(self.model, torch.tensor([ids[common:]], device=self.device), past)
-            past = kvlib.detach(past)
-        if self.prefix_cache:
-            self._prefix = (list(ids), past)
-        return past
+        with torch.no_grad():
+            logits, past = kvlib.forward(self.model, torch.tensor([full[common:]], device=self.device), past)
+        past = kvlib.detach(past)
+        self._prefix = (full, past)
+        self._prefix_logits = self._prefix_last = (F.log_softmax(logits[-1], -1), past)
+        return [(k[:, :, :n], v[:, :, :n]) for k, v in past]
 
     def _prepare(self, beam: Beam) -> None:
         """Zero delta, the unshifted distribution for the beam's next token and the context after it."""
