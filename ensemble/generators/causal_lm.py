@@ -243,7 +243,7 @@ class CausalLMGenerator(Generator):
         if self.prefix_cache and not self.config.keep_shift and self._prefix_logits is not None:
             # the prompt's last token ran with the rest of it: its distribution and context are known
             beam.p_orig, beam.next_past = self._prefix_logits
-            self._memo[(beam.prompt, ())] = self._prefix_logits
+            self._remember((beam.prompt, ()), self._prefix_logits)
         self._prepare(beam)
         state = TokenState(beams=[beam])
         self._fast_forward(state)
