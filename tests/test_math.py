@@ -600,3 +600,17 @@ def test_auc_weights_come_from_each_checkpoints_held_out_record(tmp_path):
         auc_weights({"v": {"checkpoint": str(tmp_path / "old")}})
     with pytest.raises(ValueError, match="give weights as NAME=W"):
         auc_weights({"sequence_classifier": {}})
+
+
+def test_lm_alone_runs_without_verifier_checkpoints(tmp_path, monkeypatch):
+    monkeypatch.setenv("ENSEMBLE_CACHE", str(tmp_path / "cache"))
+    from ensemble.contracts import Item
+    from ensemble.tasks.math.solver import EvalSpec, MathEvaluator
+
+    spec = EvalSpec(lm="tiny-causal-lm", verifiers={"numeric_verifier": {"checkpoint": "verifiers/missing"}},
+                    token={"max_new_tokens": 4}, task={"shots": 0})
+    solver = MathEvaluator(spec)
+    item = Item("q", {"question": "Tom has 3 apples and buys 4 more. How many?"}, "7", {"index": 0})
+    assert solver.solve(item, "lm@1")["system"] == "lm@1"
+    with pytest.raises(FileNotFoundError, match="verifiers/missing"):
+        solver.solve(item, "numeric_verifier@1")

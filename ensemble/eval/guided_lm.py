@@ -73,7 +73,7 @@ class GuidedLMSolver(Solver):
 
     # -- shared ---------------------------------------------------------------------------------------------
     def setup(self) -> None:
-        """Load the LM and the scorers (once; :meth:`decode` calls it). Building the solver is cheap."""
+        """Load the LM (once; :meth:`decode` calls it; the scorers load on first use). Building the solver is cheap."""
         if self._generator is not None:
             return
         import torch
@@ -92,7 +92,6 @@ class GuidedLMSolver(Solver):
         self._generator = CausalLMGenerator(model, tokenizer, device=spec.device,
                                             **self.generator_hooks(tokenizer), **self.token_settings())
         self.base_config = self._generator.config
-        self._scorers = dict(self._given_scorers) if self._given_scorers is not None else self.build_scorers()
 
     @property
     def generator(self) -> Any:
@@ -102,8 +101,11 @@ class GuidedLMSolver(Solver):
 
     @property
     def scorers(self) -> dict[str, Any]:
-        """The scorers by name (loaded on first use)."""
+        """The scorers by name (loaded on first use: the LM alone needs none, so it runs without their
+        checkpoints)."""
         self.setup()
+        if self._scorers is None:
+            self._scorers = dict(self._given_scorers) if self._given_scorers is not None else self.build_scorers()
         return self._scorers
 
     def systems(self) -> list[str]:

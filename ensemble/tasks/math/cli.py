@@ -28,8 +28,8 @@ def add_model_flags(p: argparse.ArgumentParser) -> None:
     """``--lm``, ``--verifier-checkpoint``, token-rule knobs, ``--threads``, ``--device``."""
     p.add_argument("--lm", default=DEFAULT_LM,
                    help="causal LM name (project checkpoint, registry, hub id or local dir); the default is the "
-                        "untuned SmolLM2-135M-Instruct (`--lm generators/smollm2-gsm --shots 0`: the copy "
-                        "`ensemble train generator` fine-tunes)")
+                        "untuned SmolLM2-135M-Instruct (`--lm generators/smollm2-gsm-lora`: the LoRA copy "
+                        "`ensemble train generator` tunes; `--lm generators/smollm2-gsm --shots 0`: the full fine-tune)")
     p.add_argument("--verifiers", default="numeric_verifier,minilm_verifier",
                    help="comma-separated verifier scorer names forming the ensemble")
     p.add_argument("--weights", default="", metavar="NAME=W,…",

@@ -26,7 +26,8 @@ from ensemble.tasks.math.data import (
 DEFAULT_LM = "smollm2-135m-instruct"
 """The default generator: SmolLM2-135M-Instruct as packaged, *untuned*, prompted with one worked example.
 It keeps its general skill (a full fine-tune on GSM-Symbolic lost it on other problems) and needs no
-training; ``ensemble train generator`` still fine-tunes a copy (``--lm generators/smollm2-gsm --shots 0``)."""
+training; the LoRA copy of ``ensemble train generator``, :data:`LORA_LM`, kept it but did not beat the untuned
+LM on the evaluation templates (README, math section)."""
 
 DEFAULT_SHOTS = 1
 """Worked examples in the default generator's prompt."""

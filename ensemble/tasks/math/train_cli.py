@@ -12,7 +12,7 @@ from ensemble.tasks.math.task import DEFAULT_LM, DEFAULT_SHOTS, LORA_LM
 
 def add_common_arguments(p: argparse.ArgumentParser) -> None:
     """Flags both math trainings share."""
-    p.add_argument("--n-problems", type=int, default=None, help="training problems (verifiers: 600 each; generator: 480 with LoRA, 2000 without)")
+    p.add_argument("--n-problems", type=int, default=None, help="training problems (verifiers: 600 each; generator: 256 with LoRA, 2000 without)")
     p.add_argument("--seed", type=int, default=None, help="training seed, GSM-Symbolic training split (verifiers: 0; generator: 100)")
     p.add_argument("--epochs", type=int, default=None, help="verifiers: 30; generator: 1")
     p.add_argument("--annotations", action="store_true", help="train on <<expr=value>> format solutions")
@@ -35,9 +35,9 @@ def add_verifier_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", action="append", default=[], metavar="NAME=DIR", help="save a verifier elsewhere")
 
 
-LORA_DEFAULTS = {"name": LORA_LM, "n_problems": 480, "lr": 1e-3, "shots": DEFAULT_SHOTS}
+LORA_DEFAULTS = {"name": LORA_LM, "n_problems": 256, "lr": 1e-3, "shots": DEFAULT_SHOTS}
 """``ensemble train generator`` with LoRA (the default): few steps on the default generator's own prompt (one
-worked example), ~15 min on one thread; the result is a drop-in for the untuned LM (same ``--shots``)."""
+worked example), 13 CPU-minutes (28 min wall on a loaded 2-core machine); the result is a drop-in for the untuned LM (same ``--shots``)."""
 
 FULL_DEFAULTS = {"name": "generators/smollm2-gsm", "n_problems": 2000, "lr": 2e-4, "shots": 0}
 """``--lora-rank 0``: the full fine-tune (every parameter, no worked example; ~40 min on 2 cores)."""
@@ -121,7 +121,7 @@ def _or(value, default):
 TRAIN_TARGETS = {
     "verifiers": ("the math verifiers on references, perturbations and LM samples (~25 min)",
                   add_verifier_arguments, train_verifiers_command),
-    "generator": ("fine-tune SmolLM2-135M on GSM-Symbolic training templates: LoRA by default (~15 min, one "
+    "generator": ("fine-tune SmolLM2-135M on GSM-Symbolic training templates: LoRA by default (~13 CPU-min, one "
                   "thread), --lora-rank 0 for the full fine-tune (~40 min on 2 cores)",
                   add_generator_arguments, train_generator_command),
 }
