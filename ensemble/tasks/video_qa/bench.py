@@ -37,7 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def solvers(args: argparse.Namespace) -> dict[str, object]:
-    """The ZeroCap and MAGIC-style solvers of the flags, sharing one loaded LM and one set of CLIPs."""
+    """The ZeroCap, MAGIC-style and LM-alone solvers of the flags, sharing one loaded LM and one set of CLIPs;
+    each has its own generator, so no decoder reuses another's prompt encoding or forward passes."""
     from ensemble.tasks.video_qa.cli import spec_from_args
     from ensemble.tasks.video_qa.solver import VideoQASolver, VideoQASpec
     from ensemble.tasks.video_qa.task import VideoQATask
@@ -49,7 +50,8 @@ def solvers(args: argparse.Namespace) -> dict[str, object]:
     model, tokenizer = zerocap.generator.model, zerocap.generator.tokenizer
     magic = VideoQASolver(dataclasses.replace(spec, mode="magic"), task, lm=(model, tokenizer),
                           scorers=zerocap.scorers)
-    return {"zerocap": zerocap, "magic": magic}
+    lm = VideoQASolver(spec, task, lm=(model, tokenizer), scorers=zerocap.scorers)
+    return {"zerocap": zerocap, "magic": magic, "lm": lm}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -63,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     by_mode = solvers(args)
     task = by_mode["zerocap"].task
     items = task.items(args.n, args.seed, split="train")
-    plan = {"lm": (by_mode["zerocap"], f"lm@{args.beam}"), "zerocap": (by_mode["zerocap"], f"ensemble@{args.beam}"),
+    plan = {"lm": (by_mode["lm"], f"lm@{args.beam}"), "zerocap": (by_mode["zerocap"], f"ensemble@{args.beam}"),
             "magic": (by_mode["magic"], f"ensemble@{args.beam}")}
     for solver, system in plan.values():  # warm-up: first passes over a prompt length are slower on CPU
         solver.solve(items[0], system, args.seed)
