@@ -34,10 +34,10 @@ class EnvSpec:
 
     def build(self) -> SimulatorWorldModel:
         """A simulator world model from this spec."""
+        from actors.workers import pin_render_threads
+
         os.environ.setdefault("MUJOCO_GL", "egl")
-        # Mesa's software rasteriser (llvmpipe) renders with one thread per core by default; one
-        # thread per runner keeps a runner on one core, so runners (not render threads) scale out.
-        os.environ.setdefault("LP_NUM_THREADS", "1")
+        pin_render_threads()  # a runner renders on its reserved CPUs, so runners (not render threads) scale out
         return SimulatorWorldModel(self.env_id, **self.env_kwargs)
 
 
