@@ -204,10 +204,14 @@ def pin_render_threads() -> int:
     machine, so N workers on N cores would each spread over all of them. Set before the first render
     (a worker's solver is built after this); an ``LP_NUM_THREADS`` already in the environment wins.
     """
+    cpus = 1.0
     try:
         import ray
 
-        cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
+        # only ask Ray when connected: get_runtime_context() would otherwise start a default local
+        # instance (in /tmp/ray, with a dashboard) as a side effect of building an environment
+        if ray.is_initialized():
+            cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
     except Exception:  # noqa: BLE001 - outside a Ray worker
         cpus = 1.0
     n = max(1, int(cpus))

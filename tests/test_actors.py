@@ -148,8 +148,16 @@ def test_workers_keep_software_rendering_on_their_reserved_cpus(monkeypatch):
 
     from actors.workers import pin_render_threads
 
+    import subprocess
+    import sys
+
     monkeypatch.delenv("LP_NUM_THREADS", raising=False)
-    assert pin_render_threads() == 1  # outside Ray: one CPU
+    assert pin_render_threads() == 1  # outside a Ray worker: one CPU
+    # asking Ray for the assignment must not start a default Ray instance (in /tmp/ray, with a
+    # dashboard) when nothing is connected: a fresh process, as `ensemble bench robot` builds one
+    code = "import ray; from actors.workers import pin_render_threads; pin_render_threads(); print(ray.is_initialized())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "False"
     assert os.environ["LP_NUM_THREADS"] == "1"
     monkeypatch.setenv("LP_NUM_THREADS", "3")  # a user's setting wins
     pin_render_threads()
