@@ -179,8 +179,10 @@ def split_output(out: ScoreOutput, sizes: Sequence[int]) -> list[ScoreOutput]:
     grad_parts: Sequence[Any] = [None] * len(sizes)
     if out.grad is not None:
         grad_parts = torch.split(torch.as_tensor(out.grad), list(sizes))
-    return [ScoreOutput(scores=s.clone(), grad=None if g is None else g.clone())
-            for s, g in zip(score_parts, grad_parts, strict=True)]
+    return [
+        ScoreOutput(scores=s.clone(), grad=None if g is None else g.clone())
+        for s, g in zip(score_parts, grad_parts, strict=True)
+    ]
 
 
 class Cancelled(RuntimeError):
@@ -266,7 +268,9 @@ class SolverWorker:
         self.calls += 1
         rounds: queue.Queue = queue.Queue()
         done: dict[str, Any] = {}
-        stop = threading.Event()  # set when the caller cancels or drops the stream: the loop ends after its round
+        stop = (
+            threading.Event()
+        )  # set when the caller cancels or drops the stream: the loop ends after its round
 
         def on_round(record: Any, _state: Any) -> bool:
             rounds.put(jsonable(record.to_dict()))
@@ -306,4 +310,9 @@ class SolverWorker:
 
     def health(self) -> dict[str, Any]:
         """Built?, task, pid, calls served."""
-        return {"task": self.spec.task, "ready": self.solver is not None, "pid": os.getpid(), "calls": self.calls}
+        return {
+            "task": self.spec.task,
+            "ready": self.solver is not None,
+            "pid": os.getpid(),
+            "calls": self.calls,
+        }

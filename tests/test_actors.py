@@ -25,7 +25,10 @@ ROOT = Path(__file__).resolve().parents[1]
 def _run() -> S.RunSpec:
     return S.RunSpec(
         generator=S.generator("sampling", dim=2, n_candidates=8, rounds=3),
-        scorers={"a": S.scorer("quadratic", target=[1.0, 0.0]), "b": S.scorer("quadratic", target=[0.0, 1.0])},
+        scorers={
+            "a": S.scorer("quadratic", target=[1.0, 0.0]),
+            "b": S.scorer("quadratic", target=[0.0, 1.0]),
+        },
         consensus=ConsensusConfig(seed=2),
     )
 
@@ -106,8 +109,9 @@ def test_batcher_reports_per_call_failures():
 
     async def main():
         batcher = Batcher(send, BatchConfig(max_batch=8, max_wait_s=0.005))
-        good, bad = await asyncio.gather(batcher.submit("ok", [0]), batcher.submit("bad", [0]),
-                                         return_exceptions=True)
+        good, bad = await asyncio.gather(
+            batcher.submit("ok", [0]), batcher.submit("bad", [0]), return_exceptions=True
+        )
         assert isinstance(good, ScoreOutput) and isinstance(bad, ValueError)
 
     asyncio.run(main())
@@ -145,18 +149,19 @@ def test_cluster_yaml_passes_rays_own_validation():
 
 def test_workers_keep_software_rendering_on_their_reserved_cpus(monkeypatch):
     import os
-
-    from actors.workers import pin_render_threads
-
     import subprocess
     import sys
+
+    from actors.workers import pin_render_threads
 
     monkeypatch.delenv("LP_NUM_THREADS", raising=False)
     assert pin_render_threads() == 1  # outside a Ray worker: one CPU
     # asking Ray for the assignment must not start a default Ray instance (in /tmp/ray, with a
     # dashboard) when nothing is connected: a fresh process, as `ensemble bench robot` builds one
     code = "import ray; from actors.workers import pin_render_threads; pin_render_threads(); print(ray.is_initialized())"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
     assert out.stdout.strip().splitlines()[-1] == "False"
     assert os.environ["LP_NUM_THREADS"] == "1"
     monkeypatch.setenv("LP_NUM_THREADS", "3")  # a user's setting wins
