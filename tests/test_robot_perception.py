@@ -231,3 +231,58 @@ def test_run_command_takes_a_goal_photo(tmp_path, capsys):
     code = main(["run", "robot", "--goal-image", str(photo), "--out", str(tmp_path / "ep.gif"), *common])
     out = capsys.readouterr().out
     assert code in (0, 1) and "step 1: move" in out and (tmp_path / "ep.gif").is_file()
+
+
+def _png(width: int, height: int, seed: int = 0) -> bytes:
+    import io
+
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_served_goal_photo_becomes_the_goal_views_or_a_clear_error():
+    import base64
+
+    from ensemble.registry import TASKS
+    from ensemble.tasks.robot.serve import RobotRequest
+
+    task = TASKS.make("robot")
+    b64 = base64.b64encode(_png(100, 80)).decode()
+    item, system, seed = task.request_item(RobotRequest(scene_seed=4, seed=2, goal_image_base64=b64, goal_camera="top"))
+    assert system == "3views-photo-cem" and seed == 2 and item.context["scene_seed"] == 4
+    assert item.context["goal_views"]["top"].shape == (80, 100, 3) and item.context["goal_views"]["top"].dtype == np.uint8
+    item, system, _ = task.request_item(RobotRequest(scene_seed=4))
+    assert system == "3views-cem" and "goal_views" not in item.context  # no photo: the text-goal default
+    bad = {"not valid base64": "@@@@", "not a readable image": base64.b64encode(b"hello, not a png").decode(),
+           "at most 2048 px": base64.b64encode(_png(3000, 2)).decode()}
+    for reason, data in bad.items():
+        with pytest.raises(ValueError, match=reason):
+            task.request_item(RobotRequest(goal_image_base64=data))
+    with pytest.raises(ValueError, match="needs a photo system"):
+        task.request_item(RobotRequest(goal_image_base64=b64, system="3views-cem"))
+    assert task.max_request_bytes > len(base64.b64encode(bytes(4 * 2**20)))  # a 4 MiB photo fits the body limit
+
+
+def test_goal_photos_are_fitted_to_the_renders_and_checked_against_the_cameras():
+    from ensemble.contracts import ContextError
+    from ensemble.tasks.robot.goal_photo import fit_goal_photos, read_photo
+
+    wm = SimulatorWorldModel(ENV_ID, width=32, height=24)
+    try:
+        photo = read_photo(_png(100, 80))
+        fitted = fit_goal_photos({"front": photo, "top": photo[:24, :32]}, wm)
+        assert fitted["front"].shape == (24, 32, 3) and fitted["top"].shape == (24, 32, 3)
+        assert np.array_equal(fitted["top"], photo[:24, :32])  # already at render size: unchanged
+        with pytest.raises(ContextError, match="'right' is not one of this system's cameras: front, left, top"):
+            fit_goal_photos({"right": photo}, wm)
+        with pytest.raises(ContextError, match=r"\(H, W, 3\)"):
+            fit_goal_photos({"front": photo[..., 0]}, wm)
+        gen = MPCGenerator(ENV_ID, n_candidates=4, world_model=wm, segmenter="colour")
+        state = gen.init_state({**GOAL, "scene_seed": 3, "goal_views": {"front": photo}}, 0)
+        assert state.goal_views["front"].shape == (24, 32, 3)  # a photo of any size plans at the render size
+    finally:
+        wm.close()

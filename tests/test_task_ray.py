@@ -130,6 +130,26 @@ def _noise_video() -> bytes:
     return encode_video([rng.integers(0, 256, (128, 128, 3), dtype=np.uint8) for _ in range(12)])
 
 
+def _robot_photo_goals(url: str) -> None:
+    """A goal photo upload runs the photo system; a camera the system lacks or a text system is a 400."""
+    import base64
+    import io
+
+    import numpy as np
+    import requests
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.full((48, 40, 3), 200, dtype=np.uint8)).save(buf, format="PNG")
+    body = {"scene_seed": 5, "seed": 1, "goal_image_base64": base64.b64encode(buf.getvalue()).decode(), "goal_camera": "top"}
+    resp = requests.post(f"{url}/v1/robot", json=body, timeout=300)
+    assert resp.status_code == 200 and resp.json()["system"] == "3views-photo-cem", resp.text
+    resp = requests.post(f"{url}/v1/robot", json={**body, "goal_camera": "right"}, timeout=300)
+    assert resp.status_code == 400 and "not one of this system's cameras" in resp.json()["detail"]
+    resp = requests.post(f"{url}/v1/robot", json={**body, "system": "1view-cem"}, timeout=60)
+    assert resp.status_code == 400 and "needs a photo system" in resp.json()["detail"]
+
+
 @pytest.mark.parametrize("task", sorted(REQUESTS))
 def test_served_request_answers_what_the_solver_answers(ray_cluster, tmp_path, task):
     import ray
@@ -165,6 +185,7 @@ def test_served_request_answers_what_the_solver_answers(ray_cluster, tmp_path, t
             assert served["solution"] == expected["solution"]
         if task == "robot":
             assert served["plan"] == expected["plan"] and served["views_gif_b64"]
+            _robot_photo_goals(url)
         if task == "image":
             assert served["images_png_b64"] == expected["images_png_b64"]
         if task == "video_qa":  # also through the OpenAI client: the video as a data: URL content part

@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
         if args.save_goal_image:
             return _save_goal_image(solver, system, item, args)
         if photo:
-            item.context["goal_views"] = {args.goal_camera: _load_photo(args.goal_image, solver.settings)}
+            item.context["goal_views"] = {args.goal_camera: _load_photo(args.goal_image)}
         row = solver.solve(item, system, args.seed)
         extras = row["extras"]
         print(f"goal: {extras['goal']}\nobjects: {', '.join(extras['object_names'])}")
@@ -98,13 +98,16 @@ def run(args: argparse.Namespace) -> int:
         solver.close()
 
 
-def _load_photo(path: str, settings: Any) -> Any:
-    """A goal photo as an (H, W, 3) uint8 array at the environment's render size."""
-    import numpy as np
-    from PIL import Image
+def _load_photo(path: str) -> Any:
+    """A goal photo file as an (H, W, 3) uint8 array (resized to the renders when planning starts)."""
+    from pathlib import Path
 
-    w, h = settings.env_kwargs.get("width", 64), settings.env_kwargs.get("height", 64)
-    return np.asarray(Image.open(path).convert("RGB").resize((w, h), Image.BILINEAR), dtype=np.uint8)
+    from ensemble.tasks.robot.goal_photo import read_photo
+
+    try:
+        return read_photo(Path(path).read_bytes())
+    except (OSError, ValueError) as err:
+        raise SystemExit(f"--goal-image {path}: {err}") from None
 
 
 def _save_goal_image(solver: Any, system: str, item: Any, args: argparse.Namespace) -> int:

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from ensemble.contracts import Generator, Proposal
+from ensemble.tasks.robot.goal_photo import fit_goal_photos
 from ensemble.tasks.robot.perception import ObjectLocator
 from ensemble.tasks.robot.segmenters import SimulatorSegmenter
 from ensemble.tasks.robot.spatial import named_relations
@@ -218,7 +219,7 @@ class MPCGenerator(Generator):
         )
         state.done = state.success
         if photos:
-            state.goal_views = {c: np.asarray(v, dtype=np.uint8) for c, v in photos.items()}
+            state.goal_views = fit_goal_photos(photos, wm)  # checked against the cameras, at their render size
             state.goal_located = self._locate_in_photos(state)
         return self._fresh_distribution(self._perceive(state))
 

@@ -26,6 +26,8 @@ class RobotTask(Task):
 
     name = "robot"
     default_n = 50
+    #: A 4 MiB goal photo as base64 (``goal_photo.MAX_PHOTO_BYTES``) and the JSON around it.
+    max_request_bytes = 4 * (4 * 2**20 // 3 + 1) + 65536
 
     def __init__(self, env_id: str = "envs:Tabletop-Relations-v0", env_kwargs: dict[str, Any] | None = None) -> None:
         self.env_id, self.env_kwargs = env_id, dict(env_kwargs or {})
@@ -94,15 +96,22 @@ class RobotTask(Task):
         return robot_table(rows, systems)
 
     def request_model(self) -> Any:
-        """``POST /v1/robot``: ``{"goal", "scene_seed", "system", "seed"}``."""
+        """``POST /v1/robot``: ``{"goal", "scene_seed", "system", "seed", "goal_image_base64", "goal_camera"}``."""
         from ensemble.tasks.robot.serve import RobotRequest
 
         return RobotRequest
 
     def request_item(self, request: Any) -> tuple[Item, str, int]:
-        """The item of a served goal (text parsed by the environment at reset; sampled when empty)."""
-        context = {"scene_seed": request.scene_seed, **({"goal": request.goal} if request.goal else {})}
-        return Item(f"request-{request.scene_seed}", context, True, {}), request.system, request.seed
+        """The item of a served goal (text parsed by the environment at reset; sampled when empty), with
+        the uploaded goal photo as ``goal_views`` when there is one (``ValueError`` for a bad upload)."""
+        from ensemble.tasks.robot.serve import request_photo, request_system
+
+        system = request_system(request)
+        context: dict[str, Any] = {"scene_seed": request.scene_seed, **({"goal": request.goal} if request.goal else {})}
+        photo = request_photo(request)
+        if photo is not None:
+            context["goal_views"] = {request.goal_camera: photo}
+        return Item(f"request-{request.scene_seed}", context, True, {}), system, request.seed
 
     def response(self, row: dict[str, Any]) -> dict[str, Any]:
         """The executed plan, success, relations, and the camera views of every step as a GIF."""
