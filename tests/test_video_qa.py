@@ -276,14 +276,31 @@ def test_video_clip_training_saves_a_checkpoint_the_scorer_loads_by_name(tmp_pat
     from ensemble.tasks.video_qa.models import VideoClipTrainConfig, train_video_clips
 
     monkeypatch.setenv("ENSEMBLE_CACHE", str(tmp_path))
-    report = train_video_clips(VideoClipTrainConfig(steps=4, batch_size=4, tabletop_clips=6), ["resnet"], log=lambda m: None)
-    r = report["resnet"]
-    assert r["name"] == "video_qa/clip-resnet" and set(r["heldout"]) == {"easyvqa", "tabletop"}
-    scorer = SCORERS.make("video_clip", model="video_qa/clip-resnet", motion=True)
+    report = train_video_clips(VideoClipTrainConfig(steps=4, batch_size=4, tabletop_clips=6), ["resnet", "vit4"], log=lambda m: None)
+    assert [r["name"] for r in report.values()] == ["video_qa/clip-resnet", "video_qa/clip-vit4"]
     frames = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
-    scores = scorer.score({"question": "which object moved?", "frames": frames}, ["red mug", "blue bowl"]).scores
-    assert scores.shape == (2,) and torch.isfinite(scores).all() and scores[0] != scores[1]
+    ratings = []
+    for r in report.values():
+        assert set(r["heldout"]) == {"easyvqa", "tabletop"}
+        scorer = SCORERS.make("video_clip", model=r["name"], motion=True)
+        scores = scorer.score({"question": "which object moved?", "frames": frames}, ["red mug", "blue bowl"]).scores
+        assert scores.shape == (2,) and torch.isfinite(scores).all() and scores[0] != scores[1]
+        ratings.append(scores)
+    assert not torch.equal(ratings[0], ratings[1])  # another tower and seed: another CLIP
     assert (tmp_path / "video_qa" / "tabletop-train-6.npz").is_file()  # rendered clips are cached
+
+
+def test_the_default_ensemble_is_every_clip_the_train_command_makes_each_its_own_architecture_and_seed():
+    from ensemble.tasks.video_qa.cli import VIDEO_CLIPS
+    from ensemble.tasks.video_qa.models import CHECKPOINTS, SEED_OFFSETS, VISION_CFGS, train_video_clips
+    from ensemble.tasks.video_qa.solver import DEFAULT_CLIPS
+
+    assert VIDEO_CLIPS == tuple(CHECKPOINTS) == tuple(SEED_OFFSETS) == tuple(VISION_CFGS)
+    assert sorted(kw["model"] for kw in DEFAULT_CLIPS.values()) == sorted(CHECKPOINTS.values())
+    assert len(set(SEED_OFFSETS.values())) == len(SEED_OFFSETS) == 3
+    assert len({str(sorted(c.items())) for c in VISION_CFGS.values()}) == 3
+    with pytest.raises(ValueError, match="choose from vit, resnet, vit4"):
+        train_video_clips(None, ["vit8"])
 
 
 @pytest.mark.slow

@@ -28,8 +28,9 @@ MODES = ("zerocap", "magic")
 DEFAULT_CLIPS: dict[str, dict[str, Any]] = {
     "clip_vit": {"model": "video_qa/clip-vit", "motion": True},
     "clip_resnet": {"model": "video_qa/clip-resnet", "motion": True},
+    "clip_vit4": {"model": "video_qa/clip-vit4", "motion": True},
 }
-"""The two CLIPs trained by ``ensemble train video-clips`` (a ViT and a ResNet image tower)."""
+"""The three CLIPs trained by ``ensemble train video-clips`` (ViT patch 8, ResNet, ViT patch 4 image towers)."""
 GUIDANCE_KNOBS = frozenset({"top_k", "min_p", "steps_per_token", "step_size", "temperature", "target_prior",
                             "fluency_weight", "fusion", "keep_shift", "skip_confident", "rerank_weight",
                             "select_final", "select_weight"})
