@@ -37,6 +37,8 @@ def add_model_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--normalisation", default=spec.normalisation, choices=["zscore", "none", "rank"],
                    help="per-CLIP normalisation of the ratings before they are summed")
     p.add_argument("--weights", default="", metavar="NAME=W,…", help="per-CLIP ensemble weights (missing: 1)")
+    p.add_argument("--combine", default=spec.combine, choices=["mean", "sum", "zscore"],
+                   help="the ensemble's rating: weighted mean of the CLIPs' ratings (one CLIP's scale) or their sum")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=2, help="torch threads")
     for name, typ in TOKEN_FLAGS.items():
@@ -72,7 +74,7 @@ def spec_from_args(args: argparse.Namespace) -> Any:
     token = {k: getattr(args, k) for k in (*TOKEN_FLAGS, "select_final") if getattr(args, k, None) is not None}
     return VideoQASpec(lm=args.lm, clips=clips, token=token, mode=args.mode, answer_prefix=args.answer_prefix,
                        frames=args.frames,
-                       normalisation=args.normalisation, weights=_pairs(args.weights, "--weights", float),
+                       normalisation=args.normalisation, weights=_pairs(args.weights, "--weights", float), combine=args.combine,
                        beams=tuple(getattr(args, "beams", (1, 5))), device=args.device, threads=args.threads)
 
 
