@@ -136,13 +136,13 @@ class VideoQASpec:
                             **({"combine": self.combine} if system == ENSEMBLE and self.combine != "sum" else {})})
 
     def ensemble_weights(self) -> dict[str, float]:
-        """Every CLIP's weight in the ensemble: :attr:`weights` (missing: 1), divided by their total for
-        ``combine="mean"``."""
+        """Every CLIP's weight in the ensemble: :attr:`weights` (missing: 1), divided by their total unless
+        ``combine="sum"``."""
         weights = {n: float(self.weights.get(n, 1.0)) for n in self.clips}
         if self.combine != "sum":
             total = sum(weights.values())
             if total <= 0:
-                raise ValueError(f"weights {self.weights}: combine='mean' needs a positive total weight")
+                raise ValueError(f"weights {self.weights}: combine={self.combine!r} needs a positive total weight")
             weights = {n: w / total for n, w in weights.items()}
         return weights
 
@@ -171,7 +171,7 @@ class VideoQASolver(GuidedLMSolver):
     def ensemble(self, base: str) -> Any:
         """The scorers of ``base``; with ``combine="zscore"`` the ensemble's rating is standardised per round."""
         ens = super().ensemble(base)
-        if base == ENSEMBLE and self.spec.combine == "zscore":
+        if base == ENSEMBLE and self.spec.combine == "zscore":  # wraps the one method every score call ends in
             aggregate = ens._aggregate
 
             def standardised(*args: Any) -> Any:
