@@ -276,14 +276,31 @@ def test_video_clip_training_saves_a_checkpoint_the_scorer_loads_by_name(tmp_pat
     from ensemble.tasks.video_qa.models import VideoClipTrainConfig, train_video_clips
 
     monkeypatch.setenv("ENSEMBLE_CACHE", str(tmp_path))
-    report = train_video_clips(VideoClipTrainConfig(steps=4, batch_size=4, tabletop_clips=6), ["resnet"], log=lambda m: None)
-    r = report["resnet"]
-    assert r["name"] == "video_qa/clip-resnet" and set(r["heldout"]) == {"easyvqa", "tabletop"}
-    scorer = SCORERS.make("video_clip", model="video_qa/clip-resnet", motion=True)
+    report = train_video_clips(VideoClipTrainConfig(steps=4, batch_size=4, tabletop_clips=6), ["resnet", "vit4"], log=lambda m: None)
+    assert [r["name"] for r in report.values()] == ["video_qa/clip-resnet", "video_qa/clip-vit4"]
     frames = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
-    scores = scorer.score({"question": "which object moved?", "frames": frames}, ["red mug", "blue bowl"]).scores
-    assert scores.shape == (2,) and torch.isfinite(scores).all() and scores[0] != scores[1]
+    ratings = []
+    for r in report.values():
+        assert set(r["heldout"]) == {"easyvqa", "tabletop"}
+        scorer = SCORERS.make("video_clip", model=r["name"], motion=True)
+        scores = scorer.score({"question": "which object moved?", "frames": frames}, ["red mug", "blue bowl"]).scores
+        assert scores.shape == (2,) and torch.isfinite(scores).all() and scores[0] != scores[1]
+        ratings.append(scores)
+    assert not torch.equal(ratings[0], ratings[1])  # another tower and seed: another CLIP
     assert (tmp_path / "video_qa" / "tabletop-train-6.npz").is_file()  # rendered clips are cached
+
+
+def test_the_default_ensemble_is_every_clip_the_train_command_makes_each_its_own_architecture_and_seed():
+    from ensemble.tasks.video_qa.cli import VIDEO_CLIPS
+    from ensemble.tasks.video_qa.models import CHECKPOINTS, SEED_OFFSETS, VISION_CFGS, train_video_clips
+    from ensemble.tasks.video_qa.solver import DEFAULT_CLIPS
+
+    assert VIDEO_CLIPS == tuple(CHECKPOINTS) == tuple(SEED_OFFSETS) == tuple(VISION_CFGS)
+    assert sorted(kw["model"] for kw in DEFAULT_CLIPS.values()) == sorted(CHECKPOINTS.values())
+    assert len(set(SEED_OFFSETS.values())) == len(SEED_OFFSETS) == 3
+    assert len({str(sorted(c.items())) for c in VISION_CFGS.values()}) == 3
+    with pytest.raises(ValueError, match="choose from vit, resnet, vit4"):
+        train_video_clips(None, ["vit8"])
 
 
 @pytest.mark.slow
@@ -486,3 +503,33 @@ def test_video_qa_table_compares_the_ensemble_with_each_single_clip_paired():
     table = video_qa_table(rows, ["lm@1", "a@1", "b@1", "ensemble@1"])
     assert "ensemble@1 − b@1  | 10    | +20.0" in table and "ensemble@1 − a@1  | 10    | +30.0" in table
     assert "95 % paired bootstrap" in table
+
+
+def test_the_ensemble_rating_is_the_clips_summed_ratings_or_their_mean_or_it_restandardised():
+    from ensemble import SCORERS
+    from ensemble.contracts import Proposal
+    from ensemble.tasks.video_qa.solver import VideoQASolver, VideoQASpec
+    from ensemble.tasks.video_qa.task import VideoQATask
+
+    clip = SCORERS.make("video_clip", model="tiny-clip")
+    clips = {"a": {"model": "tiny-clip"}, "b": {"model": "tiny-clip"}}
+    context = {"question": "what moved?", "frames": torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))}
+    proposal = Proposal(["red", "blue", "green mug"])
+    totals = {}
+    for combine in ("mean", "sum", "zscore"):
+        spec = VideoQASpec(lm="tiny-causal-lm", clips=clips, combine=combine, beams=(1,))
+        solver = VideoQASolver(spec, VideoQATask(), scorers={"a": clip, "b": clip})
+        totals[combine] = solver.ensemble("ensemble").score(context, proposal).total
+        single = solver.ensemble("a").score(context, proposal).total
+    # two identical CLIPs: their mean is one CLIP's rating (same scale as a single system), their sum twice it
+    assert torch.allclose(totals["mean"], single, atol=1e-6) and torch.allclose(totals["sum"], 2 * single, atol=1e-6)
+    assert not torch.allclose(single, torch.zeros(3))
+    z = totals["zscore"]
+    assert abs(float(z.mean())) < 1e-5 and abs(float(z.std()) - 1) < 1e-5 and torch.equal(z.argsort(), single.argsort())
+    assert VideoQASpec(lm="x", clips=clips, weights={"a": 3.0}, combine="mean").ensemble_weights() == {"a": 0.75, "b": 0.25}
+    assert VideoQASpec(lm="x", clips=clips, weights={"a": 3.0}).ensemble_weights() == {"a": 3.0, "b": 1.0}  # default: sum
+    # the rule changes the ensemble's config hash, not a single CLIP's
+    mean, summed = VideoQASpec(lm="x", clips=clips, combine="mean"), VideoQASpec(lm="x", clips=clips)
+    assert mean.hash("ensemble", 1) != summed.hash("ensemble", 1) and mean.hash("a", 1) == summed.hash("a", 1)
+    with pytest.raises(ValueError, match="combine='median' must be one of mean, sum, zscore"):
+        VideoQASpec(lm="x", clips=clips, combine="median")

@@ -134,7 +134,11 @@ class GuidedLMSolver(Solver):
         from ensemble.config import EnsembleConfig
 
         return ScorerEnsemble({n: self.scorers[n] for n in self.scorer_names(base)}, EnsembleConfig(
-            weights=dict(self.spec.weights) if base == ENSEMBLE else {}, normalisation=self.spec.normalisation))
+            weights=self.ensemble_weights() if base == ENSEMBLE else {}, normalisation=self.spec.normalisation))
+
+    def ensemble_weights(self) -> dict[str, float]:
+        """The ensemble's per-scorer weights: the spec's (a task may rescale them)."""
+        return dict(self.spec.weights)
 
     def decode(self, item: Item, system: str, seed: int, guided_context: Callable[[], Any] | None = None,
                callback: Callable[[Any, Any], Any] | None = None) -> Decoded:

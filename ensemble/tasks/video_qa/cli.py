@@ -37,6 +37,8 @@ def add_model_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--normalisation", default=spec.normalisation, choices=["zscore", "none", "rank"],
                    help="per-CLIP normalisation of the ratings before they are summed")
     p.add_argument("--weights", default="", metavar="NAME=W,…", help="per-CLIP ensemble weights (missing: 1)")
+    p.add_argument("--combine", default=spec.combine, choices=["mean", "sum", "zscore"],
+                   help="the ensemble's rating: weighted mean of the CLIPs' ratings (one CLIP's scale) or their sum")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=2, help="torch threads")
     for name, typ in TOKEN_FLAGS.items():
@@ -72,7 +74,7 @@ def spec_from_args(args: argparse.Namespace) -> Any:
     token = {k: getattr(args, k) for k in (*TOKEN_FLAGS, "select_final") if getattr(args, k, None) is not None}
     return VideoQASpec(lm=args.lm, clips=clips, token=token, mode=args.mode, answer_prefix=args.answer_prefix,
                        frames=args.frames,
-                       normalisation=args.normalisation, weights=_pairs(args.weights, "--weights", float),
+                       normalisation=args.normalisation, weights=_pairs(args.weights, "--weights", float), combine=args.combine,
                        beams=tuple(getattr(args, "beams", (1, 5))), device=args.device, threads=args.threads)
 
 
@@ -143,12 +145,17 @@ def run(args: argparse.Namespace) -> int:
 
 
 # -- train ------------------------------------------------------------------------------------------------------
+VIDEO_CLIPS = ("vit", "resnet", "vit4")
+"""The CLIPs ``ensemble train video-clips`` trains by default (the keys of ``models.CHECKPOINTS``; kept here
+so building the parser does not import torch)."""
+
+
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
     """Flags of ``ensemble train video-clips``."""
-    p.add_argument("--seed", type=int, default=0, help="training seed (the second CLIP uses seed + 1)")
+    p.add_argument("--seed", type=int, default=0, help="training seed (the second CLIP uses seed + 1, the third seed + 2)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     g = p.add_argument_group("video QA CLIPs (ensemble train video-clips)")
-    g.add_argument("--video-clips", default="vit,resnet", help="comma-separated: vit, resnet")
+    g.add_argument("--video-clips", default=",".join(VIDEO_CLIPS), help=f"comma-separated, of: {', '.join(VIDEO_CLIPS)}")
     g.add_argument("--video-clip-steps", type=int, default=200, help="optimiser steps per CLIP")
     g.add_argument("--video-clip-batch", type=int, default=32, help="easy-VQA questions (+ half as many tabletop questions) per step")
     g.add_argument("--tabletop-clips", type=int, default=1000, help="tabletop training clips rendered (train seeds)")
@@ -171,7 +178,7 @@ def train(args: argparse.Namespace) -> int:
 
 
 TRAIN_TARGETS = {
-    "video-clips": ("the video QA task's two small CLIPs (ViT and ResNet image towers) on easy-VQA + tabletop clips",
+    "video-clips": ("the video QA task's three small CLIPs (two ViT and a ResNet image tower) on easy-VQA + tabletop clips",
                     add_train_arguments, train),
 }
 """``ensemble train`` targets of this task: name → (help, add_arguments, run)."""

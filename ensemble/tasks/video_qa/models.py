@@ -1,12 +1,13 @@
 """Train the video QA CLIPs offline, on a CPU, in minutes: ``ensemble train video-clips``.
 
-No pretrained CLIP weights exist offline, so the task trains two small open_clip CLIPs that err
-differently (another image tower, another seed):
+No pretrained CLIP weights exist offline, so the task trains three small open_clip CLIPs that err
+differently (another image tower, another seed), as the paper ensembles three CLIPs:
 
-* ``video_qa/clip-vit``: a 32 px ViT image tower (patch 4), seed ``seed``;
-* ``video_qa/clip-resnet``: a 32 px ModifiedResNet image tower, seed ``seed + 1``.
+* ``video_qa/clip-vit``: a 32 px ViT image tower (patch 8, width 96, 3 layers), seed ``seed``;
+* ``video_qa/clip-resnet``: a 32 px ModifiedResNet image tower, seed ``seed + 1``;
+* ``video_qa/clip-vit4``: a 32 px ViT image tower with finer patches (patch 4, width 64, 2 layers), seed ``seed + 2``.
 
-Both see the **train splits only**: easy-VQA train images (one-frame videos; every tenth image is held out
+All see the **train splits only**: easy-VQA train images (one-frame videos; every tenth image is held out
 to report a train-split accuracy) and tabletop clips rendered from train scene seeds (two frames + their
 motion frames). The objective is the scorer's own use: for a video and a question, the score of each
 answer text ``"{question} {answer}"`` is ``scale · mean over frames of cos(frame, text)`` (the
@@ -26,13 +27,16 @@ from typing import Any
 from ensemble.tasks.video_qa.data import EASY_VQA_ANSWERS, HELD_OUT_EVERY, easy_vqa_all, render_clips
 from ensemble.tasks.video_qa.video_clip import DEFAULT_TEMPLATE, video_inputs
 
-CHECKPOINTS = {"vit": "video_qa/clip-vit", "resnet": "video_qa/clip-resnet"}
+CHECKPOINTS = {"vit": "video_qa/clip-vit", "resnet": "video_qa/clip-resnet", "vit4": "video_qa/clip-vit4"}
 """Architecture → project checkpoint name."""
+SEED_OFFSETS = {"vit": 0, "resnet": 1, "vit4": 2}
+"""Architecture → offset of its training seed from ``VideoClipTrainConfig.seed``."""
 IMAGE_SIZE = 32
 TEXT_CFG = {"context_length": 20, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2}
 VISION_CFGS: dict[str, dict[str, Any]] = {
     "vit": {"image_size": IMAGE_SIZE, "layers": 3, "width": 96, "head_width": 32, "patch_size": 8},
     "resnet": {"image_size": IMAGE_SIZE, "layers": [1, 1, 1, 1], "width": 8, "head_width": 16},
+    "vit4": {"image_size": IMAGE_SIZE, "layers": 2, "width": 64, "head_width": 32, "patch_size": 4},
 }
 EMBED_DIM = 64
 MEAN_STD = (0.5, 0.5)
@@ -55,7 +59,7 @@ class VideoClipTrainConfig:
     lr: float = 2e-3
     """Peak learning rate (one-cycle)."""
     seed: int = 0
-    """Training seed (the ResNet CLIP uses ``seed + 1``)."""
+    """Training seed (each CLIP adds its :data:`SEED_OFFSETS` entry)."""
     overwrite: bool = True
     """Replace existing checkpoints."""
 
@@ -68,7 +72,7 @@ class VideoClipTrainConfig:
 
 
 def build_clip(arch: str, seed: int) -> tuple[Any, Any]:
-    """An untrained open_clip CLIP of ``arch`` (``"vit"`` or ``"resnet"``) and its tokenizer."""
+    """An untrained open_clip CLIP of ``arch`` (a :data:`VISION_CFGS` key) and its tokenizer."""
     import open_clip
     import torch
     from open_clip.model import CLIPTextCfg, CLIPVisionCfg
@@ -201,7 +205,7 @@ def train_clip(arch: str, cfg: VideoClipTrainConfig, easy: dict[str, Any], clips
 
     from ensemble.models import save_project_checkpoint
 
-    seed = cfg.seed + (arch == "resnet")
+    seed = cfg.seed + SEED_OFFSETS[arch]
     model, tokenizer = build_clip(arch, seed)
     rng = random.Random(seed)
     n_train_clips = int(len(clips) * 0.9)
@@ -274,7 +278,7 @@ def evaluate_clip(model: Any, tokenizer: Any, easy: dict[str, Any], clips: list[
 
 
 def train_video_clips(cfg: VideoClipTrainConfig, archs: list[str] | None = None, log=print) -> dict[str, dict[str, Any]]:
-    """Train the CLIPs named in ``archs`` (default both) on the train splits; arch → report."""
+    """Train the CLIPs named in ``archs`` (default all of :data:`CHECKPOINTS`) on the train splits; arch → report."""
     archs = list(archs or CHECKPOINTS)
     unknown = [a for a in archs if a not in CHECKPOINTS]
     if unknown:

@@ -25,11 +25,13 @@ from ensemble.eval.guided_lm import GuidedLMSolver
 from ensemble.results import config_hash
 
 MODES = ("zerocap", "magic")
+COMBINES = ("mean", "sum", "zscore")
 DEFAULT_CLIPS: dict[str, dict[str, Any]] = {
     "clip_vit": {"model": "video_qa/clip-vit", "motion": True},
     "clip_resnet": {"model": "video_qa/clip-resnet", "motion": True},
+    "clip_vit4": {"model": "video_qa/clip-vit4", "motion": True},
 }
-"""The two CLIPs trained by ``ensemble train video-clips`` (a ViT and a ResNet image tower)."""
+"""The three CLIPs trained by ``ensemble train video-clips`` (ViT patch 8, ResNet, ViT patch 4 image towers)."""
 GUIDANCE_KNOBS = frozenset({"top_k", "min_p", "steps_per_token", "step_size", "temperature", "target_prior",
                             "fluency_weight", "fusion", "keep_shift", "skip_confident", "rerank_weight",
                             "select_final", "select_weight"})
@@ -57,6 +59,10 @@ class VideoQASpec:
         frames: ``K``, frames sampled uniformly from each video.
         normalisation: per-scorer normalisation of the ratings before they are summed.
         weights: per-CLIP weights of the ensemble (a missing name weighs 1).
+        combine: ``"sum"`` (default, the paper's; chosen on train questions): the ensemble's rating is the
+            weighted sum of the CLIPs' normalised ratings, which grows with the number of CLIPs; ``"mean"``: their
+            weighted mean, on one CLIP's scale, so the rerank weight means the same for one CLIP and for the
+            ensemble; ``"zscore"``: the mean z-scored again per round (exactly one CLIP's spread).
         beams: beam sizes of the default systems.
         device: torch device.
         threads: torch intra-op threads (``None``: leave as is).
@@ -70,6 +76,7 @@ class VideoQASpec:
     frames: int = 4
     normalisation: str = "zscore"
     weights: dict[str, float] = field(default_factory=dict)
+    combine: str = "sum"
     beams: tuple[int, ...] = (1, 5)
     device: str = "cpu"
     threads: int | None = None
@@ -77,6 +84,8 @@ class VideoQASpec:
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"mode={self.mode!r} must be one of {', '.join(MODES)}")
+        if self.combine not in COMBINES:
+            raise ValueError(f"combine={self.combine!r} must be one of {', '.join(COMBINES)}")
         if not self.clips:
             raise ValueError("clips: name at least one CLIP scorer")
         clash = {LM_ALONE, ENSEMBLE} & set(self.clips)
@@ -123,7 +132,19 @@ class VideoQASpec:
                             "beam": beam, "answer_prefix": self.answer_prefix, "mode": self.mode if guided else None,
                             "frames": self.frames if guided else None,
                             "normalisation": self.normalisation if system == ENSEMBLE else None,
-                            "weights": dict(sorted(self.weights.items())) if system == ENSEMBLE else None})
+                            "weights": dict(sorted(self.weights.items())) if system == ENSEMBLE else None,
+                            **({"combine": self.combine} if system == ENSEMBLE and self.combine != "sum" else {})})
+
+    def ensemble_weights(self) -> dict[str, float]:
+        """Every CLIP's weight in the ensemble: :attr:`weights` (missing: 1), divided by their total unless
+        ``combine="sum"``."""
+        weights = {n: float(self.weights.get(n, 1.0)) for n in self.clips}
+        if self.combine != "sum":
+            total = sum(weights.values())
+            if total <= 0:
+                raise ValueError(f"weights {self.weights}: combine={self.combine!r} needs a positive total weight")
+            weights = {n: w / total for n, w in weights.items()}
+        return weights
 
 
 class VideoQASolver(GuidedLMSolver):
@@ -142,6 +163,26 @@ class VideoQASolver(GuidedLMSolver):
 
         super().__init__(spec, task or VideoQATask(), lm, scorers)
         self._video: tuple[Any, Any] | None = None
+
+    def ensemble_weights(self) -> dict[str, float]:
+        """The spec's combination rule (:meth:`VideoQASpec.ensemble_weights`)."""
+        return self.spec.ensemble_weights()
+
+    def ensemble(self, base: str) -> Any:
+        """The scorers of ``base``; with ``combine="zscore"`` the ensemble's rating is standardised per round."""
+        ens = super().ensemble(base)
+        if base == ENSEMBLE and self.spec.combine == "zscore":  # wraps the one method every score call ends in
+            aggregate = ens._aggregate
+
+            def standardised(*args: Any) -> Any:
+                import dataclasses
+
+                fb = aggregate(*args)
+                t = fb.total
+                return dataclasses.replace(fb, total=(t - t.mean()) / t.std().clamp_min(1e-6) if t.numel() > 1 else t)
+
+            ens._aggregate = standardised
+        return ens
 
     def generator_hooks(self, tokenizer: Any) -> dict[str, Any]:
         """The task's prompt with the spec's answer prefix, and its stop rule."""
