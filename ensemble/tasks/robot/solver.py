@@ -85,6 +85,8 @@ class RobotSettings:
         cem_distribution: CEM's refitted distribution, ``"elites"`` (a mixture around the elite plans) or
             ``"gaussian"`` (one Gaussian per object; the earlier planner).
         cem_explore: fraction of every later CEM iteration's plans drawn afresh from the proposal distribution.
+        stable_placement: the planner snaps releases on another object's rim onto its centre or pushes
+            them clear (:class:`~ensemble.tasks.robot.mpc.MPCGenerator`; chosen on tuning seeds, README).
         relation_margin: the view scorers' left/right margin in image widths (0.08: a robust gap; the
             environment's 4 cm is about 0.03; chosen on tuning seeds, README).
         threads: torch CPU threads of the solver's process (the learned segmenter); not part of the hash.
@@ -103,6 +105,7 @@ class RobotSettings:
     cem_distribution: str = "elites"
     cem_explore: float = 0.25
     relation_margin: float = 0.08
+    stable_placement: bool = True
     threads: int = 1
 
     def __post_init__(self) -> None:
@@ -138,7 +141,7 @@ def build(config: RobotConfig, settings: RobotSettings, executor: Any = None) ->
         n_candidates=settings.candidates, iterations=settings.iterations, method=config.method,
         max_steps=settings.max_steps, render="rgb" if rgb else "segmentation", segmenter=segmenter,
         distribution=settings.cem_distribution, explore=settings.cem_explore,
-        executor=executor,
+        stable_placement=settings.stable_placement, executor=executor,
     )
     return generator, ScorerEnsemble(scorers)
 
@@ -169,6 +172,8 @@ class RobotSolver(Solver):
         self.check_systems([system])
         budget = {"candidates": self.settings.candidates, "iterations": self.settings.iterations,
                   "max_steps": self.settings.max_steps, "proposals": "perception"}
+        if self.settings.stable_placement:  # absent from the hash when off: earlier rows keep theirs
+            budget["placement"] = "stable"
         if self.configs[system].method == "cem":
             budget["cem"] = [self.settings.cem_distribution, self.settings.cem_explore]
         spec = {"name": self.task.name, "env_id": self.settings.env_id, "env_kwargs": self.settings.env_kwargs}
