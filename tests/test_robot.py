@@ -179,3 +179,68 @@ def test_robot_task_items_and_metric():
     assert task.metric(task.answer({"success": True}, items[0]), items[0]) == 1.0
     assert task.metric(task.answer("", items[0]), items[0]) == 0.0
     assert torch.is_tensor(ViewRelationsScorer("top", "simulator").score(items[0].context, []).scores)
+
+
+def test_largest_component_drops_stray_pixels():
+    from ensemble.tasks.robot.spatial import MaskStats
+
+    mask = np.zeros((16, 16), dtype=bool)
+    mask[2:6, 2:6] = True  # the object
+    mask[14, 14] = mask[14, 15] = True  # two stray pixels far away
+    raw, clean = MaskStats.of(mask), MaskStats.of(mask, largest_component=True)
+    assert clean.pixels == 16 and clean.right == 6 / 16 and raw.right == 1.0 and clean.cx < raw.cx
+
+
+def test_view_scorer_margin_asks_for_a_robust_gap(world):
+    # a gap the environment just accepts (5 cm > its 4 cm) still has energy; a wide one has none
+    narrow = _arrange(world, "red bowl left of blue mug", PARK + [(0, -0.025, 0.0), (1, 0.025, 0.0)])
+    wide = _arrange(world, "red bowl left of blue mug", PARK + [(0, -0.15, 0.0), (1, 0.15, 0.0)])
+    assert narrow.relations == [True] and wide.relations == [True]
+    scorer = ViewRelationsScorer("top", "simulator")
+    assert scorer.energy(_ctx(world), narrow) > 0.0 == scorer.energy(_ctx(world), wide)
+    with pytest.raises(ValueError, match="margin"):
+        ViewRelationsScorer("top", "simulator", margin=-0.1)
+
+
+def test_stable_target_snaps_onto_a_centre_or_pushes_clear():
+    from ensemble.tasks.robot.mpc import CLEARANCE, stable_target
+
+    located = np.array([[0.0, 0.0], [0.2, 0.0], [np.nan, np.nan]])
+    radius = np.array([0.055, 0.03, 0.03])  # bowl, mug, an unseen mug
+    assert np.allclose(stable_target(np.array([0.24, 0.0]), 0, located, radius), [0.2, 0.0])  # within 5.5 cm: stack
+    pushed = stable_target(np.array([0.27, 0.0]), 0, located, radius)  # on the rim: pushed clear
+    assert np.allclose(pushed, [0.2 + 0.085 + CLEARANCE, 0.0])
+    assert np.allclose(stable_target(np.array([-0.2, 0.1]), 0, located, radius), [-0.2, 0.1])  # clear: unchanged
+    assert np.allclose(stable_target(np.array([0.21, 0.0]), 1, located, radius), [0.21, 0.0])  # never itself
+
+
+def test_stable_placement_stacks_where_a_rim_release_topples(world):
+    from ensemble.tasks.robot.mpc import placement_radius, stable_target
+
+    goal = "red bowl on top of blue mug"
+    mug = (1, -0.15, -0.12)
+    rim = (0, -0.105, -0.12)  # the bowl released 4.5 cm off the mug's centre, on its rim: it slides off
+    toppled = _arrange(world, goal, PARK + [mug, rim])
+    assert toppled.relations == [False]
+    located = np.array([[0.067, -0.067], [-0.15, -0.12]])  # where the cameras see the bowl and the mug
+    radius = np.array([placement_radius("red bowl"), placement_radius("blue mug")])
+    target = stable_target(np.array(rim[1:]), 0, located, radius)
+    stacked = _arrange(world, goal, PARK + [mug, (0, *target)])
+    assert stacked.relations == [True]
+
+
+def test_mpc_plans_only_stable_first_placements():
+    from ensemble.tasks.robot.mpc import placement_radius, stable_target
+
+    gen = MPCGenerator(ENV_ID, {"cameras": CAMERAS, "width": 32, "height": 32}, n_candidates=32, iterations=2,
+                       max_steps=1, segmenter="simulator")
+    try:
+        state = gen.init_state({"goal": GOAL, "objects": OBJECTS}, 0)
+        radius = np.array([placement_radius(OBJECTS[o]) for o in state.objects])
+        index = {o: j for j, o in enumerate(state.objects)}
+        plans = gen._sample(state)
+        for plan in plans:  # a stable target is a fixed point of the rule
+            j = index[int(round(plan[0, 0]))]
+            assert np.allclose(stable_target(plan[0, 1:], j, state.located, radius), plan[0, 1:], atol=1e-6)
+    finally:
+        gen.close()

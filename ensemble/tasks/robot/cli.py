@@ -22,6 +22,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="CEM's refitted distribution: a mixture around the elite plans, or one Gaussian per object")
     parser.add_argument("--cem-explore", type=float, default=0.25,
                         help="fraction of each later CEM iteration's plans drawn afresh from the proposal distribution")
+    parser.add_argument("--relation-margin", type=float, default=0.08,
+                        help="left/right margin of the view scorers in image widths (the environment's 4 cm is ~0.03)")
+    parser.add_argument("--no-stable-placement", dest="stable_placement", action="store_false",
+                        help="let the planner release objects on another object's rim (they topple; the earlier planner)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads of each solver process")
     parser.add_argument("--segmenter-model", default="robot/segformer-tabletop",
                         help="SegFormer of the learned-segmenter systems: project checkpoint name or directory "
@@ -35,6 +39,7 @@ def solver_spec(args: argparse.Namespace) -> Any:
     return SolverSpec("robot", {}, {"views": args.views, "candidates": args.candidates, "iterations": args.iterations,
                                     "max_steps": args.max_steps, "segmenter_model": args.segmenter_model,
                                     "cem_distribution": args.cem_distribution, "cem_explore": args.cem_explore,
+                                    "relation_margin": args.relation_margin, "stable_placement": args.stable_placement,
                                     "threads": args.threads})
 
 

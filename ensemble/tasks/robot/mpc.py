@@ -40,6 +40,11 @@ from ensemble.tasks.robot.world_model import (
 METHODS = ("random", "cem")
 WORK_X, WORK_Y = 0.30, 0.20
 """Half extents of the region where pick-and-place targets are sampled (metres)."""
+OBJECT_RADII = {"bowl": 0.055, "mug": 0.03}
+"""Footprint radius (metres) of each object kind, as named in the goal: the robot's model of its objects
+(known from their names, like a gripper's CAD models), not state."""
+CLEARANCE = 0.01
+"""Gap (metres) left between footprints when a placement is pushed clear of an object."""
 
 
 @dataclass
@@ -119,6 +124,11 @@ class MPCGenerator(Generator):
         explore: fraction of each CEM iteration's plans drawn afresh from the first iteration's proposal
             distribution (uniform + object-centric), so an early wrong elite set cannot lock the search.
         elite_std: target std (metres) of the elite mixture in the second iteration.
+        stable_placement: make every planned placement a stable one, judged from the objects' seen
+            positions and their kinds' footprints (:data:`OBJECT_RADII`): a target whose footprint would
+            rest on another object's rim is snapped onto that object's centre when within the larger
+            radius (a centred stack), else pushed clear of it. Off-centre releases on a rim topple the
+            object, and a toppled bowl looks like a mug to the segmenter.
         executor: a :class:`~ensemble.tasks.robot.world_model.RolloutExecutor`; default: in-process rollouts.
         world_model: the model to plan and execute on; default: the simulator made from ``env_id``.
     """
@@ -144,6 +154,7 @@ class MPCGenerator(Generator):
         distribution: str = "elites",
         explore: float = 0.25,
         elite_std: float = 0.03,
+        stable_placement: bool = True,
         executor: RolloutExecutor | None = None,
         world_model: WorldModel | None = None,
     ) -> None:
@@ -165,6 +176,7 @@ class MPCGenerator(Generator):
             raise ValueError(f"need distribution in (elites, gaussian), explore in [0, 1), elite_std > 0; got "
                              f"{distribution!r}, {explore}, {elite_std}")
         self.distribution, self.explore, self.elite_std = distribution, explore, elite_std
+        self.stable_placement = stable_placement
         self._locator: ObjectLocator | None = None
         self._world_model = world_model
         self._executor = executor
@@ -294,16 +306,36 @@ class MPCGenerator(Generator):
 
     def _sample(self, state: MPCState) -> np.ndarray:
         """``[N, horizon, 3]`` plans: the proposal distribution on the first iteration (always for random
-        shooting); then CEM's refitted distribution, with a fraction ``explore`` of fresh proposals."""
+        shooting); then CEM's refitted distribution, with a fraction ``explore`` of fresh proposals; first
+        actions made stable (``stable_placement``)."""
         rng = self._rng(state)
         if self.method == "random" or state.iteration == 0:
-            return self._propose_fresh(state, rng, self.n)
+            return self._stabilise(state, self._propose_fresh(state, rng, self.n))
         n_fresh = int(round(self.explore * self.n))
         refit = self._sample_elites if self.distribution == "elites" else self._sample_gaussian
         plans = np.concatenate([refit(state, rng, self.n - n_fresh), self._propose_fresh(state, rng, n_fresh)])
+        plans = self._stabilise(state, plans)
         if state.best_plan is not None:
             plans[0] = state.best_plan  # elitism: the best plan so far stays in the pool
         return plans
+
+    def _stabilise(self, state: MPCState, plans: np.ndarray) -> np.ndarray:
+        """Snap or push each plan's first target off other objects' rims (see ``stable_placement``).
+
+        Uses the seen positions ``state.located`` (perception, not simulator state); objects not seen
+        are ignored. Only the first action is adjusted: later ones start from unseen predicted states.
+        """
+        if not self.stable_placement or state.located is None or len(state.objects) < 2:
+            return plans
+        names = [n.lower() for n in self.world_model.info()["object_names"]]
+        radius = np.array([placement_radius(names[o]) for o in state.objects])
+        index = {o: j for j, o in enumerate(state.objects)}
+        bound = np.array([WORK_X, WORK_Y])
+        out = plans.copy()
+        for p in range(len(out)):
+            out[p, 0, 1:] = np.clip(stable_target(out[p, 0, 1:], index[int(round(out[p, 0, 0]))], state.located, radius),
+                                    -bound, bound)
+        return out
 
     def _propose_fresh(self, state: MPCState, rng: np.random.Generator, n: int) -> np.ndarray:
         """Uniform objects and targets, a fraction ``object_centric`` aimed at other objects as seen."""
@@ -413,3 +445,37 @@ class MPCGenerator(Generator):
         state.success = bool(info["success"])
         state.done = state.success or state.step >= self.max_steps
         return self._fresh_distribution(self._perceive(state))
+
+
+def placement_radius(name: str) -> float:
+    """Footprint radius of an object from its name's kind (:data:`OBJECT_RADII`; the largest if unknown)."""
+    return next((r for kind, r in OBJECT_RADII.items() if kind in name), max(OBJECT_RADII.values()))
+
+
+def stable_target(target: np.ndarray, moved: int, located: np.ndarray, radius: np.ndarray) -> np.ndarray:
+    """A stable release point near ``target`` for object ``moved``.
+
+    Args:
+        target: ``(2,)`` planned release point (metres).
+        moved: index (into ``located``) of the object being moved.
+        located: ``[K, 2]`` seen object positions (NaN where not seen).
+        radius: ``[K]`` footprint radii.
+
+    Returns:
+        ``target`` unchanged when its footprint overlaps no other object; the nearest overlapped object's
+        centre when ``target`` lies within the larger of the two radii (a centred stack); otherwise the point
+        on the ray from that object's centre through ``target`` where the footprints are ``CLEARANCE`` apart.
+    """
+    others = [j for j in range(len(located)) if j != moved and np.all(np.isfinite(located[j]))]
+    if not others:
+        return target
+    dist = np.array([np.hypot(*(target - located[j])) for j in others])
+    k = int(np.argmin(dist))
+    j, d = others[k], float(dist[k])
+    touch = radius[moved] + radius[j]
+    if d >= touch + CLEARANCE:
+        return target
+    if d < max(radius[moved], radius[j]):
+        return located[j].astype(target.dtype)
+    direction = (target - located[j]) / max(d, 1e-9)
+    return (located[j] + (touch + CLEARANCE) * direction).astype(target.dtype)

@@ -85,6 +85,10 @@ class RobotSettings:
         cem_distribution: CEM's refitted distribution, ``"elites"`` (a mixture around the elite plans) or
             ``"gaussian"`` (one Gaussian per object; the earlier planner).
         cem_explore: fraction of every later CEM iteration's plans drawn afresh from the proposal distribution.
+        stable_placement: the planner snaps releases on another object's rim onto its centre or pushes
+            them clear (:class:`~ensemble.tasks.robot.mpc.MPCGenerator`; chosen on tuning seeds, README).
+        relation_margin: the view scorers' left/right margin in image widths (0.08: a robust gap; the
+            environment's 4 cm is about 0.03; chosen on tuning seeds, README).
         threads: torch CPU threads of the solver's process (the learned segmenter); not part of the hash.
         segmenter_model: the learned systems' SegFormer: a project checkpoint name, a directory, or
             ``"tiny"`` (an untrained tiny model built from its config: tests and ``--tiny`` runs).
@@ -100,6 +104,8 @@ class RobotSettings:
     segmenter_model: str = "robot/segformer-tabletop"
     cem_distribution: str = "elites"
     cem_explore: float = 0.25
+    relation_margin: float = 0.08
+    stable_placement: bool = True
     threads: int = 1
 
     def __post_init__(self) -> None:
@@ -107,6 +113,8 @@ class RobotSettings:
             raise ValueError(f"views={self.views} must be one of {sorted(VIEW_SETS)}")
         if min(self.candidates, self.iterations, self.max_steps) < 1:
             raise ValueError("candidates, iterations and max_steps must be at least 1")
+        if self.relation_margin < 0:
+            raise ValueError(f"relation_margin={self.relation_margin} must be >= 0 (image widths)")
         if self.cem_distribution not in ("elites", "gaussian") or not 0.0 <= self.cem_explore < 1.0:
             raise ValueError(f"cem_distribution={self.cem_distribution!r} must be elites or gaussian and "
                              f"cem_explore={self.cem_explore} in [0, 1)")
@@ -126,14 +134,14 @@ def build(config: RobotConfig, settings: RobotSettings, executor: Any = None) ->
     elif config.scorer == "photo":
         scorers = {f"layout_{c}": SCORERS.make("view_layout", camera=c, segmenter=segmenter) for c in config.cameras}
     else:
-        scorers = view_scorers(config.cameras, segmenter)
+        scorers = view_scorers(config.cameras, segmenter, settings.relation_margin)
     rgb = config.scorer != "oracle" and config.segmenter in RGB_SEGMENTERS
     generator = GENERATORS.make(
         "mpc", env_id=settings.env_id, env_kwargs={**settings.env_kwargs, "cameras": config.cameras},
         n_candidates=settings.candidates, iterations=settings.iterations, method=config.method,
         max_steps=settings.max_steps, render="rgb" if rgb else "segmentation", segmenter=segmenter,
         distribution=settings.cem_distribution, explore=settings.cem_explore,
-        executor=executor,
+        stable_placement=settings.stable_placement, executor=executor,
     )
     return generator, ScorerEnsemble(scorers)
 
@@ -164,10 +172,14 @@ class RobotSolver(Solver):
         self.check_systems([system])
         budget = {"candidates": self.settings.candidates, "iterations": self.settings.iterations,
                   "max_steps": self.settings.max_steps, "proposals": "perception"}
+        if self.settings.stable_placement:  # absent from the hash when off: earlier rows keep theirs
+            budget["placement"] = "stable"
         if self.configs[system].method == "cem":
             budget["cem"] = [self.settings.cem_distribution, self.settings.cem_explore]
         spec = {"name": self.task.name, "env_id": self.settings.env_id, "env_kwargs": self.settings.env_kwargs}
         config = self.configs[system]
+        if config.scorer == "views":  # the view scorers' margin; RGB masks judged by their largest component
+            budget["relations"] = {"margin": self.settings.relation_margin, "largest_component": config.segmenter != "simulator"}
         if config.segmenter == "learned":  # a retrained segmenter is another system
             from ensemble.models import checkpoint_fingerprint
 

@@ -89,8 +89,15 @@ class MaskStats:
     pixels: int
 
     @classmethod
-    def of(cls, mask: np.ndarray, min_pixels: int = 2) -> MaskStats | None:
-        """Statistics of a boolean (H, W) mask; ``None`` when fewer than ``min_pixels`` are set."""
+    def of(cls, mask: np.ndarray, min_pixels: int = 2, largest_component: bool = False) -> MaskStats | None:
+        """Statistics of a boolean (H, W) mask; ``None`` when fewer than ``min_pixels`` are set.
+
+        ``largest_component``: keep only the mask's largest 4-connected component, so stray pixels a
+        learned segmenter gives an object elsewhere in the image (e.g. the blue mug's label on part of
+        the blue bowl) do not drag its centroid and bounding box.
+        """
+        if largest_component:
+            mask = largest_connected(mask)
         ys, xs = np.nonzero(mask)
         if xs.size < min_pixels:
             return None
@@ -104,6 +111,17 @@ class MaskStats:
             float(ys.max() + 1) / w,
             int(xs.size),
         )
+
+
+def largest_connected(mask: np.ndarray) -> np.ndarray:
+    """The largest 4-connected component of a boolean (H, W) mask (the mask itself when it has at most one)."""
+    from scipy import ndimage
+
+    labels, count = ndimage.label(mask)
+    if count <= 1:
+        return np.asarray(mask, dtype=bool)
+    sizes = np.bincount(labels.ravel())[1:]
+    return labels == 1 + int(np.argmax(sizes))
 
 
 def relation_energy(

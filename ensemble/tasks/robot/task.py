@@ -120,8 +120,12 @@ class RobotTask(Task):
         return robot_response(row)
 
 
-def view_scorers(cameras: list[str] | tuple[str, ...], segmenter: Any = "learned") -> dict[str, Any]:
-    """One ``view_relations`` scorer per camera, named ``view_<camera>`` (the paper's per-view ensemble)."""
+def view_scorers(
+    cameras: list[str] | tuple[str, ...], segmenter: Any = "learned", margin: float | None = None
+) -> dict[str, Any]:
+    """One ``view_relations`` scorer per camera, named ``view_<camera>`` (the paper's per-view ensemble);
+    ``margin``: their left/right margin in image widths (default: the scorer's)."""
     from ensemble.registry import SCORERS
 
-    return {f"view_{c}": SCORERS.make("view_relations", camera=c, segmenter=segmenter) for c in cameras}
+    extra = {} if margin is None else {"margin": margin}
+    return {f"view_{c}": SCORERS.make("view_relations", camera=c, segmenter=segmenter, **extra) for c in cameras}

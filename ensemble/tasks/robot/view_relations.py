@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from ensemble.contracts import ScoreOutput, Scorer
-from ensemble.tasks.robot.segmenters import Segmenter, make_segmenter
+from ensemble.tasks.robot.segmenters import Segmenter, SimulatorSegmenter, make_segmenter
 from ensemble.tasks.robot.spatial import MaskStats, parse_goal, relation_energy, relation_weights
 from ensemble.tasks.robot.world_model import Outcome
 
@@ -31,18 +31,31 @@ class ViewRelationsScorer(Scorer):
             the default), ``"simulator"`` (the simulator's segmentation render, an upper bound), ``"colour"``
             (RGB colour rules), a pre-trained segmentation model name, or a
             :class:`~ensemble.tasks.robot.segmenters.Segmenter`.
-        margin: left/right margin in image widths.
+        margin: left/right margin in image widths. The environment's relation needs 4 cm, about 0.03
+            image widths in these views, so the default 0.08 asks for a robust gap rather than a borderline
+            one (chosen on tuning seeds 100-103, README).
         top_down: judge "on top of" from above; default: ``camera in TOP_DOWN_CAMERAS``.
+        largest_component: judge each object by its mask's largest connected component (drops stray
+            pixels of a learned segmenter); default: for every segmenter reading RGB, not the simulator's.
     """
 
     modality = "views"
 
     def __init__(
-        self, camera: str = "front", segmenter: str | Segmenter = "learned", margin: float = 0.04, top_down: bool | None = None
+        self,
+        camera: str = "front",
+        segmenter: str | Segmenter = "learned",
+        margin: float = 0.08,
+        top_down: bool | None = None,
+        largest_component: bool | None = None,
     ) -> None:
+        if margin < 0:
+            raise ValueError(f"margin={margin} must be >= 0 (image widths)")
         self.camera = camera
         self.segmenter = make_segmenter(segmenter)
         self.margin = margin
+        rgb = not isinstance(self.segmenter, SimulatorSegmenter)
+        self.largest_component = rgb if largest_component is None else largest_component
         self.top_down = camera in TOP_DOWN_CAMERAS if top_down is None else top_down
 
     def energy(self, context: Any, outcome: Outcome) -> float:
@@ -55,7 +68,7 @@ class ViewRelationsScorer(Scorer):
         weights = relation_weights(relations)
         out = []
         for masks in self.segmenter.segment_many(list(outcomes), self.camera):
-            stats = {name: MaskStats.of(m) for name, m in masks.items()}
+            stats = {name: MaskStats.of(m, largest_component=self.largest_component) for name, m in masks.items()}
             out.append(sum(
                 w * relation_energy(r.kind, stats.get(r.subject), stats.get(r.reference), self.margin, self.top_down)
                 for r, w in zip(relations, weights, strict=True)
