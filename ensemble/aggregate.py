@@ -191,6 +191,10 @@ class ScorerEnsemble:
                 else:
                     g = g * scale.to(g.device, g.dtype).view(shape)
                 grad = weights[name] * g if grad is None else grad + weights[name] * g.to(grad.device)
+        if self.config.standardise_total and total.numel() > 1:
+            std = total.std().clamp_min(1e-6)
+            total = (total - total.mean()) / std
+            grad = None if grad is None else grad / std.to(grad.device, grad.dtype)
         return Feedback(
             total=total,
             scores=raw,

@@ -25,6 +25,10 @@ class EnsembleConfig:
     (ranks scaled to [0, 1]). Gradients follow: "zscore" divides by the same std, "rank" rescales each
     candidate's gradient to unit norm."""
 
+    standardise_total: bool = False
+    """Z-score the weighted sum itself across the candidates of a round (mean 0, std 1; its gradient divided
+    by the same std), so the ensemble's rating has one scorer's spread however many scorers it sums."""
+
     timeout_s: float | None = 120.0
     """Seconds to wait for a scorer each call; a scorer that misses it is dropped for that round,
     the remaining weights are renormalised and the record names it, so a hung scorer cannot block a

@@ -203,3 +203,16 @@ def test_state_is_picklable_and_resumable():
     assert torch.equal(rest.output, full.output)
     assert [r.round for r in rest.rounds] == [3, 4, 5]
     assert [r.best_energy for r in first.rounds + rest.rounds] == [r.best_energy for r in full.rounds]
+
+
+def test_standardised_total_has_one_scorers_spread_and_its_gradient_follows():
+    from ensemble.config import EnsembleConfig
+    from ensemble.contracts import Proposal
+
+    scorers = {"a": QuadraticScorer(target=[1.0, 0.0]), "b": QuadraticScorer(target=[0.0, 2.0])}
+    x = torch.tensor([[0.0, 0.0], [1.0, 1.0], [3.0, -1.0], [0.5, 2.0]])
+    plain = ScorerEnsemble(scorers).score(None, Proposal(x, need_grad=True))
+    std = ScorerEnsemble(scorers, EnsembleConfig(standardise_total=True)).score(None, Proposal(x, need_grad=True))
+    assert abs(float(std.total.mean())) < 1e-5 and abs(float(std.total.std()) - 1) < 1e-5
+    assert torch.equal(std.total.argsort(), plain.total.argsort())
+    assert torch.allclose(std.grad, plain.grad / plain.total.std(), atol=1e-5)  # d(total)/dx, same scale

@@ -262,8 +262,13 @@ def test_served_goal_photo_becomes_the_goal_views_or_a_clear_error():
     for reason, data in bad.items():
         with pytest.raises(ValueError, match=reason):
             task.request_item(RobotRequest(goal_image_base64=data))
-    with pytest.raises(ValueError, match="needs a photo system"):
-        task.request_item(RobotRequest(goal_image_base64=b64, system="3views-cem"))
+    from ensemble.contracts import ContextError
+    from ensemble.tasks.robot.solver import RobotSettings, RobotSolver
+
+    item, system, seed = task.request_item(RobotRequest(goal_image_base64=b64, system="3views-cem"))
+    solver = RobotSolver(task, RobotSettings(**task.settings_for(tiny=True)))
+    with pytest.raises(ContextError, match="needs a photo system, e.g. 3views-photo-cem"):  # before any episode work
+        solver.solve(item, system, seed)
     assert task.max_request_bytes > len(base64.b64encode(bytes(4 * 2**20)))  # a 4 MiB photo fits the body limit
 
 

@@ -133,12 +133,15 @@ class GuidedLMSolver(Solver):
         from ensemble.aggregate import ScorerEnsemble
         from ensemble.config import EnsembleConfig
 
-        return ScorerEnsemble({n: self.scorers[n] for n in self.scorer_names(base)}, EnsembleConfig(
-            weights=self.ensemble_weights() if base == ENSEMBLE else {}, normalisation=self.spec.normalisation))
+        config = self.ensemble_config() if base == ENSEMBLE else EnsembleConfig(normalisation=self.spec.normalisation)
+        return ScorerEnsemble({n: self.scorers[n] for n in self.scorer_names(base)}, config)
 
-    def ensemble_weights(self) -> dict[str, float]:
-        """The ensemble's per-scorer weights: the spec's (a task may rescale them)."""
-        return dict(self.spec.weights)
+    def ensemble_config(self) -> Any:
+        """The :class:`~ensemble.config.EnsembleConfig` of the ensemble base: the spec's weights and
+        normalisation (a task may combine differently)."""
+        from ensemble.config import EnsembleConfig
+
+        return EnsembleConfig(weights=dict(self.spec.weights), normalisation=self.spec.normalisation)
 
     def decode(self, item: Item, system: str, seed: int, guided_context: Callable[[], Any] | None = None,
                callback: Callable[[Any, Any], Any] | None = None) -> Decoded:

@@ -56,14 +56,9 @@ def request_photo(request: RobotRequest) -> Any:
 
 
 def request_system(request: RobotRequest) -> str:
-    """The system a request runs: its own, else the default for its goal form; ``ValueError`` when a goal
-    photo is sent to a system that takes goal text."""
-    photo = request.goal_image_base64 is not None
-    system = request.system or (DEFAULT_PHOTO_SYSTEM if photo else DEFAULT_SYSTEM)
-    if photo and "-photo-" not in system:
-        raise ValueError(f"system {system!r} takes the goal as text; a goal photo needs a photo system, "
-                         f"e.g. {DEFAULT_PHOTO_SYSTEM}")
-    return system
+    """The system a request runs: its own, else the default for its goal form (the solver refuses a goal
+    photo sent to a system that takes goal text)."""
+    return request.system or (DEFAULT_PHOTO_SYSTEM if request.goal_image_base64 is not None else DEFAULT_SYSTEM)
 
 
 def robot_response(row: dict[str, Any]) -> dict[str, Any]:

@@ -14,7 +14,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ensemble.contracts import Item, Solver, Task, make_row
+from ensemble.contracts import ContextError, Item, Solver, Task, make_row
 from ensemble.eval.seeds import run_seed
 from ensemble.eval.table import markdown_table, mean_ci
 from ensemble.results import config_hash
@@ -211,6 +211,9 @@ class RobotSolver(Solver):
         from ensemble.consensus import run_consensus
 
         self.check_systems([system])
+        if isinstance(item.context, dict) and "goal_views" in item.context and self.configs[system].scorer != "photo":
+            raise ContextError(f"system {system!r} takes the goal as text; a goal photo needs a photo system, "
+                               f"e.g. {self.settings.views}views-photo-cem")
         generator, ensemble = self._system(system)
         t0 = time.perf_counter()
         seed_run = run_seed(seed, item)

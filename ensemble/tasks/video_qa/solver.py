@@ -164,25 +164,13 @@ class VideoQASolver(GuidedLMSolver):
         super().__init__(spec, task or VideoQATask(), lm, scorers)
         self._video: tuple[Any, Any] | None = None
 
-    def ensemble_weights(self) -> dict[str, float]:
-        """The spec's combination rule (:meth:`VideoQASpec.ensemble_weights`)."""
-        return self.spec.ensemble_weights()
+    def ensemble_config(self) -> Any:
+        """The spec's combination rule: :meth:`VideoQASpec.ensemble_weights`, and with ``combine="zscore"``
+        the ensemble's rating standardised per round."""
+        from ensemble.config import EnsembleConfig
 
-    def ensemble(self, base: str) -> Any:
-        """The scorers of ``base``; with ``combine="zscore"`` the ensemble's rating is standardised per round."""
-        ens = super().ensemble(base)
-        if base == ENSEMBLE and self.spec.combine == "zscore":  # wraps the one method every score call ends in
-            aggregate = ens._aggregate
-
-            def standardised(*args: Any) -> Any:
-                import dataclasses
-
-                fb = aggregate(*args)
-                t = fb.total
-                return dataclasses.replace(fb, total=(t - t.mean()) / t.std().clamp_min(1e-6) if t.numel() > 1 else t)
-
-            ens._aggregate = standardised
-        return ens
+        return EnsembleConfig(weights=self.spec.ensemble_weights(), normalisation=self.spec.normalisation,
+                              standardise_total=self.spec.combine == "zscore")
 
     def generator_hooks(self, tokenizer: Any) -> dict[str, Any]:
         """The task's prompt with the spec's answer prefix, and its stop rule."""
