@@ -180,7 +180,7 @@ def split_output(out: ScoreOutput, sizes: Sequence[int]) -> list[ScoreOutput]:
     if out.grad is not None:
         grad_parts = torch.split(torch.as_tensor(out.grad), list(sizes))
     return [
-        ScoreOutput(scores=s.clone(), grad=None if g is None else g.clone())
+        ScoreOutput(scores=s.clone(), grad=None if g is None else g.clone(), abstain=out.abstain)
         for s, g in zip(score_parts, grad_parts, strict=True)
     ]
 

@@ -25,12 +25,15 @@ class Feedback:
     Attributes:
         total: ``[N]`` weighted sum of the normalised scores (higher is better).
         scores: raw ``[N]`` scores of every scorer that answered, by name (attribution).
-        normalised: the normalised ``[N]`` scores that entered ``total``, by name.
+        normalised: the normalised ``[N]`` scores that entered ``total``, by name (times the scorer's
+            calibration scale, :attr:`EnsembleConfig.scales`).
         weights: the effective weights used this round (renormalised over the answering scorers so
             they sum to the configured total of the scorers asked this round).
         grad: weighted sum of the scorers' (normalised) gradients, shaped like the candidates, when
             gradients were requested; else ``None``.
         missing: scorers that did not answer this round (error or timeout).
+        abstained: scorers that answered "nothing to say" (:attr:`ScoreOutput.abstain`); like missing
+            ones they are left out of ``total``, ``scores`` and ``weights``, but they are not failures.
         errors: why each missing scorer is missing.
         latency_s: seconds each answering scorer took.
     """
@@ -43,6 +46,7 @@ class Feedback:
     missing: list[str] = field(default_factory=list)
     errors: dict[str, str] = field(default_factory=dict)
     latency_s: dict[str, float] = field(default_factory=dict)
+    abstained: list[str] = field(default_factory=list)
 
     @property
     def energy(self) -> torch.Tensor:
@@ -107,6 +111,11 @@ class ScorerEnsemble:
             raise ValueError(
                 f"weights name unknown scorers {sorted(unknown)}; scorers are {sorted(self.scorers)}"
             )
+        unknown = set(self.config.scales) - set(self.scorers)
+        if unknown:
+            raise ValueError(
+                f"calibration scales name unknown scorers {sorted(unknown)}; scorers are {sorted(self.scorers)}"
+            )
 
     @property
     def names(self) -> list[str]:
@@ -149,13 +158,18 @@ class ScorerEnsemble:
                 continue
             outputs[name] = out
             latency[name] = dt
+        abstained = [name for name, out in outputs.items() if out.abstain]
         if len(outputs) < min(self.config.min_scorers, len(names)):
             detail = "; ".join(f"{k}: {v}" for k, v in errors.items())
             raise EnsembleError(
                 f"only {len(outputs)} of {len(names)} scorers answered (min_scorers="
                 f"{self.config.min_scorers}): {detail}"
             )
-        return self._aggregate(outputs, errors, latency, proposal, names)
+        speaking = {name: out for name, out in outputs.items() if not out.abstain}
+        feedback = self._aggregate(speaking, errors, latency, proposal, names)
+        feedback.missing = [n for n in feedback.missing if n not in abstained]
+        feedback.abstained = abstained
+        return feedback
 
     def score(self, context: Any, proposal: Proposal) -> Feedback:
         """Synchronous :meth:`ascore` (not for use inside a running event loop)."""
@@ -179,6 +193,8 @@ class ScorerEnsemble:
         grad = None
         for name, scores in raw.items():
             z, scale = normalise(scores, self.config.normalisation)
+            calibration = float(self.config.scales.get(name, 1.0))
+            z, scale = z * calibration, scale * calibration
             normed[name] = z
             total = total + weights[name] * z
             g = outputs[name].grad
@@ -187,7 +203,7 @@ class ScorerEnsemble:
                 shape = (-1,) + (1,) * (g.dim() - 1)
                 if self.config.normalisation == "rank":
                     norms = g.flatten(1).norm(dim=1).clamp_min(1e-12).view(shape)
-                    g = g / norms
+                    g = calibration * g / norms
                 else:
                     g = g * scale.to(g.device, g.dtype).view(shape)
                 grad = weights[name] * g if grad is None else grad + weights[name] * g.to(grad.device)

@@ -25,6 +25,13 @@ class EnsembleConfig:
     (ranks scaled to [0, 1]). Gradients follow: "zscore" divides by the same std, "rank" rescales each
     candidate's gradient to unit norm."""
 
+    scales: dict[str, float] = field(default_factory=dict)
+    """Per-scorer calibration by scorer name: each scorer's normalised ratings (and gradients) are multiplied
+    by its scale before weighting, so ratings in different units become comparable (a missing name: 1.0).
+    Unlike a weight, a scale also sharpens or flattens the scorer's own target distribution in the token
+    rule (``softmax(prior + scale·s / T)``). Fitted on development problems (e.g.
+    ``ensemble calibrate math``), stored with the ensemble's settings and applied at run time."""
+
     standardise_total: bool = False
     """Z-score the weighted sum itself across the candidates of a round (mean 0, std 1; its gradient divided
     by the same std), so the ensemble's rating has one scorer's spread however many scorers it sums."""
@@ -45,6 +52,9 @@ class EnsembleConfig:
         for name, w in self.weights.items():
             if not (w >= 0.0):
                 raise ValueError(f"weight of scorer {name!r} is {w}; weights must be >= 0")
+        for name, c in self.scales.items():
+            if not (0.0 <= c < float("inf")):
+                raise ValueError(f"scale of scorer {name!r} is {c}; calibration scales must be finite and >= 0")
         if self.timeout_s is not None and self.timeout_s <= 0:
             raise ValueError(f"timeout_s={self.timeout_s} must be positive (or None to wait forever)")
         if self.min_scorers < 1:

@@ -34,6 +34,7 @@ class RoundRecord:
         scorer_best: each answering scorer's own favourite candidate index.
         weights: effective weights this round (renormalised when scorers are missing).
         missing: scorers that did not answer; ``errors`` says why.
+        abstained: scorers that answered "nothing to say" (left out of the combination, not failures).
         agreement: fraction of answering scorers whose favourite is ``best``.
         latency_s: seconds per answering scorer; ``duration_s``: the whole round.
         info: generator-specific facts (token chosen, beams, executed action …).
@@ -49,6 +50,7 @@ class RoundRecord:
     weights: dict[str, float]
     missing: list[str] = field(default_factory=list)
     errors: dict[str, str] = field(default_factory=dict)
+    abstained: list[str] = field(default_factory=list)
     agreement: float = 0.0
     latency_s: dict[str, float] = field(default_factory=dict)
     duration_s: float = 0.0
@@ -69,6 +71,7 @@ class RoundRecord:
             weights=dict(feedback.weights),
             missing=list(feedback.missing),
             errors=dict(feedback.errors),
+            abstained=list(feedback.abstained),
             agreement=feedback.agreement(),
             latency_s=dict(feedback.latency_s),
             duration_s=duration,

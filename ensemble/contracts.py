@@ -79,10 +79,15 @@ class ScoreOutput:
         scores: float tensor of shape ``[N]``, one per candidate; higher is better.
         grad: for differentiable scorers asked with ``need_grad``: d(scores[i]) / d(candidates[i]),
             a tensor shaped like the candidates; otherwise ``None``.
+        abstain: the scorer has nothing to say about these candidates (e.g. a numeric verifier asked to
+            choose between words, an LM whose distribution over them is flat). The ensemble then combines
+            only the scorers that spoke, their weights renormalised, instead of counting a zero vote;
+            ``scores`` must still hold ``N`` finite numbers (they are recorded, not used).
     """
 
     scores: Any
     grad: Any = None
+    abstain: bool = False
 
 
 class Scorer(ABC):

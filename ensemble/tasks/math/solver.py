@@ -43,6 +43,9 @@ class EvalSpec:
         normalisation: per-scorer normalisation of the ensemble (``"none"``: raw log-probabilities, so a
             verifier that cannot tell candidates apart barely pulls; ``"zscore"`` suits log-probabilities
             of differently calibrated verifiers).
+        scales: per-verifier calibration scales (:attr:`ensemble.config.EnsembleConfig.scales`; fitted on
+            development problems by ``ensemble train calibration``), applied in every system that uses the
+            verifier; a missing name: 1.0.
         beams: the beam sizes of the default systems.
         device: torch device.
         threads: torch intra-op threads (``None``: leave as is).
@@ -56,6 +59,7 @@ class EvalSpec:
     task: dict[str, Any] = field(default_factory=lambda: {"shots": DEFAULT_SHOTS})
     weights: dict[str, float] = field(default_factory=dict)
     normalisation: str = "none"
+    scales: dict[str, float] = field(default_factory=dict)
     beams: tuple[int, ...] = (1, 5)
     device: str = "cpu"
     threads: int | None = None
@@ -70,6 +74,12 @@ class EvalSpec:
         bad = {n: w for n, w in self.weights.items() if not float(w) >= 0.0}
         if bad:
             raise ValueError(f"weights must be >= 0, got {bad}")
+        unknown = sorted(set(self.scales) - set(self.verifiers))
+        if unknown:
+            raise ValueError(f"scales name {unknown}, which are not among the verifiers {sorted(self.verifiers)}")
+        bad = {n: c for n, c in self.scales.items() if not 0.0 <= float(c) < float("inf")}
+        if bad:
+            raise ValueError(f"calibration scales must be finite and >= 0, got {bad}")
         self.beams = tuple(int(b) for b in self.beams)
         if not self.beams or min(self.beams) < 1:
             raise ValueError(f"beams {self.beams}: beam sizes must be >= 1")
@@ -111,6 +121,9 @@ class EvalSpec:
             if asked != sorted(used):
                 token["token_scorers"] = asked
         extra = {"weights": dict(sorted(self.weights.items()))} if system == ENSEMBLE and self.weights else {}
+        scales = {n: float(c) for n, c in sorted(self.scales.items()) if n in used}
+        if scales:
+            extra["scales"] = scales
         return config_hash({"lm": self.lm, "verifiers": used, "token": token, "task": self.task,
                             "versions": versions, **extra,
                             "normalisation": self.normalisation if system == ENSEMBLE else None,

@@ -1,4 +1,4 @@
-"""Training commands of the math task: ``ensemble train verifiers`` and ``ensemble train generator``.
+"""Training commands of the math task: ``ensemble train verifiers``, ``… generator`` and ``… calibration``.
 
 Offered to the generic ``ensemble train`` command through :data:`TRAIN_TARGETS`.
 """
@@ -113,6 +113,39 @@ def train_generator_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_calibration_arguments(p: argparse.ArgumentParser) -> None:
+    """Flags of ``ensemble train calibration``: the ensemble's own flags, plus the development problems."""
+    from ensemble.tasks.math.calibrate import DEFAULT_NAME
+    from ensemble.tasks.math.cli import add_model_flags
+
+    add_model_flags(p)
+    p.add_argument("--n-problems", type=int, default=30, help="development problems (GSM-Symbolic training templates)")
+    p.add_argument("--seed", type=int, default=200, help="seed of the development problems (training split)")
+    p.add_argument("--max-positions", type=int, default=12, help="rated positions per problem at most")
+    p.add_argument("--name", default=DEFAULT_NAME, help="checkpoint name or directory to save the scales to")
+
+
+def train_calibration_command(args: argparse.Namespace) -> int:
+    """Fit one calibration scale per verifier on development problems and save them."""
+    from ensemble.tasks.math.calibrate import calibrate, save_calibration
+    from ensemble.tasks.math.cli import spec_from_args
+    from ensemble.tasks.math.solver import MathEvaluator
+    from ensemble.tasks.math.task import MathTask
+
+    args.scales = ""  # fitted here, not applied
+    spec = spec_from_args(args)
+    evaluator = MathEvaluator(spec)
+    items = MathTask(**spec.task).items(args.n_problems, args.seed, split="train")
+    report = calibrate(evaluator, items, max_positions=args.max_positions, progress=True)
+    path = save_calibration(report, args.name)
+    for name, r in report["scorers"].items():
+        print(f"{name}: scale {r['scale']:.3f} on {r['positions']} positions (mean log-likelihood of the reference "
+              f"token {r['ll_prior']:.3f} with the LM's prior alone, {r['ll_calibrated']:.3f} calibrated; "
+              f"the scorer's favourite is the reference {100 * r['top1']:.0f} %)")
+    print(f"saved to {path} ({report['seconds']:.0f}s); apply with --scales calibration")
+    return 0
+
+
 def _or(value, default):
     """``value`` unless the flag was left unset."""
     return default if value is None else value
@@ -124,5 +157,7 @@ TRAIN_TARGETS = {
     "generator": ("fine-tune SmolLM2-135M on GSM-Symbolic training templates: LoRA by default (~13 CPU-min, one "
                   "thread), --lora-rank 0 for the full fine-tune (~40 min on 2 cores)",
                   add_generator_arguments, train_generator_command),
+    "calibration": ("fit one calibration scale per verifier on development problems (training templates), "
+                    "for --scales calibration", add_calibration_arguments, train_calibration_command),
 }
 """``ensemble train`` targets of this task: name → (help, add_arguments, run)."""
