@@ -141,6 +141,20 @@ def test_when_every_scorer_abstains_the_token_rule_keeps_the_lms_token(tiny_lm):
     assert all(r.abstained == ["s"] and r.missing == [] for r in res.rounds)
 
 
+def test_result_rows_count_each_scorers_abstentions(tiny_lm):
+    from ensemble.tasks.math.solver import EvalSpec, MathEvaluator
+    from ensemble.tasks.math.task import MathTask
+
+    spec = EvalSpec(lm="tiny-causal-lm", verifiers={"silent": {}, "speaks": {}}, task={"shots": 0},
+                    token={"top_k": 4, "min_p": 0.0, "score_results": False, "max_new_tokens": 3})
+    ev = MathEvaluator(spec, lm=tiny_lm, scorers={"silent": Fixed([1.0, 0, 0, 0], abstain=True),
+                                                  "speaks": Fixed([0, 0, 0, 1.0])})
+    row = ev.solve(MathTask(shots=0).items(1, 0)[0], "ensemble@1")
+    rounds = row["extras"]["rounds"]
+    assert rounds > 0 and row["scorers"]["silent"] == {"moved": 0, "abstained": rounds}
+    assert row["scorers"]["speaks"]["abstained"] == 0
+
+
 def test_numeric_verifier_abstains_where_candidates_differ_only_in_words():
     from ensemble.tasks.math.numeric_verifier import NumericVerifier, rates_numbers
 

@@ -159,7 +159,7 @@ class MathEvaluator(GuidedLMSolver):
 
         ``metric`` is exact match (1.0 / 0.0); ``scorers`` holds per verifier ``moved``: committed tokens
         where that verifier's favourite differed from the LM's top token and the committed token followed
-        it. ``extras``: ``output``, ``target``, ``beam``, ``base``, ``tokens``, ``tokens_per_s``, and for
+        it, and ``abstained``: rounds where it had nothing to say. ``extras``: ``output``, ``target``, ``beam``, ``base``, ``tokens``, ``tokens_per_s``, and for
         guided systems ``rounds``, and with a final selection round ``final_changed`` (the verifiers
         picked another finished beam than the LM would have).
         """
@@ -168,7 +168,10 @@ class MathEvaluator(GuidedLMSolver):
         scorers: dict[str, Any] = {}
         if run.result is not None:
             extras["rounds"] = len(run.result.rounds)
-            scorers = {name: {"moved": n} for name, n in moved_tokens(run.result.rounds).items()}
+            abstained = abstentions(run.result.rounds)
+            moved = moved_tokens(run.result.rounds)
+            scorers = {name: {"moved": moved.get(name, 0), "abstained": abstained.get(name, 0)}
+                       for name in self.scorer_names(run.base)}
             final = [r.info for r in run.result.rounds if r.info.get("final")]
             if final:  # the verifiers' pick among the finished beams vs the LM's own
                 extras["final_changed"] = final[-1]["chosen"] != final[-1]["lm_choice"]
@@ -194,6 +197,15 @@ def moved_tokens(rounds: Sequence[Any]) -> dict[str, int]:
             if committed[0] == tok and tok != info.get("lm_top"):
                 moved[name] += 1
     return moved
+
+
+def abstentions(rounds: Sequence[Any]) -> dict[str, int]:
+    """Per scorer: the rounds in which it abstained (had nothing to say)."""
+    out: dict[str, int] = {}
+    for r in rounds:
+        for name in getattr(r, "abstained", ()):
+            out[name] = out.get(name, 0) + 1
+    return out
 
 
 def math_table(rows: Sequence[dict[str, Any]], systems: Sequence[str]) -> str:
