@@ -203,15 +203,34 @@ def test_view_scorer_margin_asks_for_a_robust_gap(world):
 
 
 def test_stable_target_snaps_onto_a_centre_or_pushes_clear():
-    from ensemble.tasks.robot.mpc import CLEARANCE, stable_target
+    from ensemble.tasks.robot.mpc import CLEARANCE, SNAP_SHRINK, stable_target
 
     located = np.array([[0.0, 0.0], [0.2, 0.0], [np.nan, np.nan]])
     radius = np.array([0.055, 0.03, 0.03])  # bowl, mug, an unseen mug
-    assert np.allclose(stable_target(np.array([0.24, 0.0]), 0, located, radius), [0.2, 0.0])  # within 5.5 cm: stack
+    stacked = stable_target(np.array([0.24, 0.0]), 0, located, radius)  # within 5.5 cm: a centred stack
+    assert np.allclose(stacked, [0.2 + SNAP_SHRINK * 0.04, 0.0])  # keeps a shrunk offset: plans stay distinct
+    assert np.allclose(stable_target(stacked, 0, located, radius), stacked)  # near the centre: a fixed point
     pushed = stable_target(np.array([0.27, 0.0]), 0, located, radius)  # on the rim: pushed clear
     assert np.allclose(pushed, [0.2 + 0.085 + CLEARANCE, 0.0])
     assert np.allclose(stable_target(np.array([-0.2, 0.1]), 0, located, radius), [-0.2, 0.1])  # clear: unchanged
     assert np.allclose(stable_target(np.array([0.21, 0.0]), 1, located, radius), [0.21, 0.0])  # never itself
+
+
+def test_hidden_base_of_a_goal_stack_is_judged_under_its_top():
+    from ensemble.tasks.robot.spatial import MaskStats, NamedRelation, fill_hidden, relation_energy
+
+    goal = [NamedRelation("on top of", "yellow mug", "green mug"), NamedRelation("on top of", "green mug", "red bowl"),
+            NamedRelation("left of", "green mug", "blue bowl")]
+    top = {"yellow mug": MaskStats(0.3, 0.5, 0.25, 0.35, 0.45, 0.55, 40), "green mug": None,
+           "red bowl": MaskStats(0.31, 0.5, 0.2, 0.4, 0.4, 0.6, 60), "blue bowl": MaskStats(0.7, 0.5, 0.6, 0.8, 0.4, 0.6, 60)}
+    filled = fill_hidden(top, goal)
+    assert filled["green mug"] == top["yellow mug"] and filled["red bowl"] == top["red bowl"]
+    assert fill_hidden({**top, "yellow mug": None}, goal)["green mug"] is None  # nothing seen above it: still missing
+    # the top camera of a finished three-high stack: no "missing" penalty for the hidden middle mug
+    e = [relation_energy(r.kind, filled.get(r.subject), filled.get(r.reference), 0.08, top_down=True) for r in goal]
+    assert max(e) < 0.1
+    raw = [relation_energy(r.kind, top.get(r.subject), top.get(r.reference), 0.08, top_down=True) for r in goal]
+    assert max(raw) >= 0.5
 
 
 def test_stable_placement_stacks_where_a_rim_release_topples(world):
@@ -244,3 +263,34 @@ def test_mpc_plans_only_stable_first_placements():
             assert np.allclose(stable_target(plan[0, 1:], j, state.located, radius), plan[0, 1:], atol=1e-6)
     finally:
         gen.close()
+
+
+def test_a_nan_action_pads_a_plan(world):
+    world.reset(0, options={"goal": GOAL, "objects": OBJECTS})
+    state = world.snapshot()
+    one = world.rollout(state, np.array([[1, 0.1, 0.1]], dtype=np.float32))
+    padded = world.rollout(state, np.array([[1, 0.1, 0.1], [np.nan, np.nan, np.nan]], dtype=np.float32))
+    assert np.allclose(one.centres, padded.centres)
+
+
+def test_lookahead_plans_two_actions_and_carries_the_second():
+    gen = MPCGenerator(ENV_ID, {"cameras": CAMERAS, "width": 32, "height": 32}, n_candidates=24, iterations=1,
+                       max_steps=2, segmenter="simulator", lookahead=0.5)
+    try:
+        state = gen.init_state({"goal": GOAL, "objects": OBJECTS}, 0)
+        plans = gen._sample(state)
+        assert plans.shape == (24, 2, 3)
+        two = plans[np.isfinite(plans[:, 1, 0])]
+        assert 4 <= len(two) <= 20 and np.all(two[:, 1, 0] != two[:, 0, 0])  # another object second
+        onto = np.hypot(*(two[:, 1, 1:] - two[:, 0, 1:]).T) < 0.03  # half of them onto the first's release point
+        assert onto.any()
+        state.best_plan = two[0]
+        state.iteration = gen.iterations - 1
+        nxt = gen._execute(state)
+        assert np.allclose(nxt.carry, two[0, 1]) and nxt.iteration == 0
+        again = [p[0] for p in gen._sample(nxt) if p[0, 0] == two[0, 1, 0]]  # proposed again (re-stabilised)
+        assert any(np.hypot(*(a[1:] - two[0, 1, 1:])) < 0.02 for a in again)
+    finally:
+        gen.close()
+    with pytest.raises(ValueError, match="lookahead"):
+        MPCGenerator(ENV_ID, lookahead=0.5, distribution="gaussian")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ensemble.tasks.robot.solver import VIEW_SETS
+from ensemble.tasks.robot.solver import VIEW_SETS, RobotSettings
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -17,7 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--views", type=int, default=3, choices=sorted(VIEW_SETS), help="N of the N-view systems")
     parser.add_argument("--candidates", type=int, default=48, help="plans per sampling iteration")
     parser.add_argument("--iterations", type=int, default=3, help="sampling iterations per executed action")
-    parser.add_argument("--max-steps", type=int, default=6, help="executed actions per episode at most")
+    parser.add_argument("--max-steps", type=int, default=RobotSettings.max_steps, help="executed actions per episode at most")
     parser.add_argument("--cem-distribution", default="elites", choices=["elites", "gaussian"],
                         help="CEM's refitted distribution: a mixture around the elite plans, or one Gaussian per object")
     parser.add_argument("--cem-explore", type=float, default=0.25,
@@ -26,6 +26,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="left/right margin of the view scorers in image widths (the environment's 4 cm is ~0.03)")
     parser.add_argument("--no-stable-placement", dest="stable_placement", action="store_false",
                         help="let the planner release objects on another object's rim (they topple; the earlier planner)")
+    parser.add_argument("--lookahead", type=float, default=RobotSettings.lookahead,
+                        help="fraction of the planner's fresh plans that are two actions (0: one action each)")
+    parser.add_argument("--no-hidden-under-stack", dest="hidden_under_stack", action="store_false",
+                        help="view scorers judge an object a view does not show as missing, even under a goal stack "
+                             "(the earlier scorer)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads of each solver process")
     parser.add_argument("--segmenter-model", default="robot/segformer-tabletop",
                         help="SegFormer of the learned-segmenter systems: project checkpoint name or directory "
@@ -40,6 +45,7 @@ def solver_spec(args: argparse.Namespace) -> Any:
                                     "max_steps": args.max_steps, "segmenter_model": args.segmenter_model,
                                     "cem_distribution": args.cem_distribution, "cem_explore": args.cem_explore,
                                     "relation_margin": args.relation_margin, "stable_placement": args.stable_placement,
+                                    "hidden_under_stack": args.hidden_under_stack, "lookahead": args.lookahead,
                                     "threads": args.threads})
 
 

@@ -45,6 +45,9 @@ OBJECT_RADII = {"bowl": 0.055, "mug": 0.03}
 (known from their names, like a gripper's CAD models), not state."""
 CLEARANCE = 0.01
 """Gap (metres) left between footprints when a placement is pushed clear of an object."""
+SNAP_SHRINK = 0.25
+"""A release snapped onto an object keeps this fraction of its offset from the seen centre, so stacking
+plans stay distinct (seen centres are off by millimetres to centimetres) and CEM can refine them."""
 
 
 @dataclass
@@ -62,6 +65,8 @@ class MPCState:
         elites: ``[E, horizon, 3]`` elite plans of the last iteration (``distribution="elites"``).
         goal_views: camera -> RGB photo of the desired arrangement (goals given as photos), else ``None``.
         goal_located: ``[K, 2]`` where the goal photos show each object (NaN where not seen).
+        carry: the second action of the last executed two-action plan (``lookahead``), proposed again at
+            the next control step; ``None`` if there is none.
         best_plan: best ``(horizon, 3)`` plan found at this step; ``best_energy`` its summed energy.
         executed: actions executed so far, ``(object, x, y)`` each.
         relations: which goal relations hold after the last executed action (environment info).
@@ -93,6 +98,7 @@ class MPCState:
     elites: np.ndarray | None = None
     goal_views: dict[str, np.ndarray] | None = None
     goal_located: np.ndarray | None = None
+    carry: np.ndarray | None = None
 
 
 class MPCGenerator(Generator):
@@ -129,6 +135,13 @@ class MPCGenerator(Generator):
             rest on another object's rim is snapped onto that object's centre when within the larger
             radius (a centred stack), else pushed clear of it. Off-centre releases on a rim topple the
             object, and a toppled bowl looks like a mug to the segmenter.
+        lookahead: fraction of the fresh plans that are two pick-and-place actions instead of one (the rest
+            are padded with a no-action): the second moves another goal object, half the time onto where the
+            first action put its object, a quarter onto another object as seen, else anywhere (stabilised
+            against the positions after the first action). A greedy one-action planner cannot see a move
+            that only pays off after the next one (lift a mug out of a bowl, then put the bowl on it); the
+            summed energy of the state after both actions can. Only the first action is executed; the
+            second is proposed again at the next step. 0: one-action plans only (the earlier planner).
         executor: a :class:`~ensemble.tasks.robot.world_model.RolloutExecutor`; default: in-process rollouts.
         world_model: the model to plan and execute on; default: the simulator made from ``env_id``.
     """
@@ -155,6 +168,7 @@ class MPCGenerator(Generator):
         explore: float = 0.25,
         elite_std: float = 0.03,
         stable_placement: bool = True,
+        lookahead: float = 0.0,
         executor: RolloutExecutor | None = None,
         world_model: WorldModel | None = None,
     ) -> None:
@@ -177,6 +191,10 @@ class MPCGenerator(Generator):
                              f"{distribution!r}, {explore}, {elite_std}")
         self.distribution, self.explore, self.elite_std = distribution, explore, elite_std
         self.stable_placement = stable_placement
+        if not 0.0 <= lookahead <= 1.0 or (lookahead > 0 and (horizon != 1 or distribution != "elites")):
+            raise ValueError(f"lookahead={lookahead} must be in [0, 1], and above 0 needs horizon=1 and "
+                             f"distribution='elites' (got {horizon}, {distribution!r})")
+        self.lookahead = lookahead
         self._locator: ObjectLocator | None = None
         self._world_model = world_model
         self._executor = executor
@@ -310,7 +328,10 @@ class MPCGenerator(Generator):
         actions made stable (``stable_placement``)."""
         rng = self._rng(state)
         if self.method == "random" or state.iteration == 0:
-            return self._stabilise(state, self._propose_fresh(state, rng, self.n))
+            plans = self._stabilise(state, self._propose_fresh(state, rng, self.n))
+            if state.iteration == 0 and state.carry is not None and self.n > 1:
+                plans[-1] = self._stabilise(state, self._pad(state.carry[None, None]))[0]  # finish the last plan
+            return plans
         n_fresh = int(round(self.explore * self.n))
         refit = self._sample_elites if self.distribution == "elites" else self._sample_gaussian
         plans = np.concatenate([refit(state, rng, self.n - n_fresh), self._propose_fresh(state, rng, n_fresh)])
@@ -318,6 +339,13 @@ class MPCGenerator(Generator):
         if state.best_plan is not None:
             plans[0] = state.best_plan  # elitism: the best plan so far stays in the pool
         return plans
+
+    def _pad(self, plans: np.ndarray) -> np.ndarray:
+        """``[N, 1, 3]`` one-action plans as two-action ones (a NaN object: no action) when ``lookahead``."""
+        if self.lookahead <= 0:
+            return plans
+        pad = np.full((len(plans), 1, 3), np.nan, dtype=np.float32)
+        return np.concatenate([plans.astype(np.float32), pad], axis=1)
 
     def _stabilise(self, state: MPCState, plans: np.ndarray) -> np.ndarray:
         """Snap or push each plan's first target off other objects' rims (see ``stable_placement``).
@@ -349,7 +377,41 @@ class MPCGenerator(Generator):
                 xy = self._object_centric(state, rng, which, xy)
             plans[:, t, 0] = np.asarray(state.objects)[which]
             plans[:, t, 1:] = np.clip(xy, -bound, bound)
+        plans = self._pad(plans)
+        if self.lookahead > 0 and k > 1:
+            two = np.nonzero(rng.random(n) < self.lookahead)[0]
+            plans[two, 1] = self._second_actions(state, rng, plans[two, 0])
         return plans
+
+    def _second_actions(self, state: MPCState, rng: np.random.Generator, first: np.ndarray) -> np.ndarray:
+        """``[M, 3]`` second actions after the ``[M, 3]`` first ones (see ``lookahead``): another goal object,
+        onto the first's release point (1/2), onto another object as seen (1/4) or anywhere (1/4), made
+        stable against the positions after the first action."""
+        k, bound = len(state.objects), np.array([WORK_X, WORK_Y])
+        index = {o: j for j, o in enumerate(state.objects)}
+        out = np.empty((len(first), 3), dtype=np.float32)
+        names = [n.lower() for n in self.world_model.info()["object_names"]]
+        radius = np.array([placement_radius(names[o]) for o in state.objects])
+        located = state.located if state.located is not None else np.full((k, 2), np.nan)
+        for m, (obj, x, y) in enumerate(first):
+            moved = index[int(round(obj))]
+            after = located.copy()
+            after[moved] = (x, y)
+            which = (moved + int(rng.integers(1, k))) % k
+            u = rng.random()
+            if u < 0.5:
+                xy = np.array([x, y]) + 0.01 * rng.standard_normal(2)
+            elif u < 0.75:
+                other = (which + int(rng.integers(1, k))) % k
+                xy = after[other] + 0.01 * rng.standard_normal(2)
+            else:
+                xy = rng.uniform(-bound, bound)
+            if not np.all(np.isfinite(xy)):
+                xy = rng.uniform(-bound, bound)
+            if self.stable_placement:
+                xy = stable_target(xy, which, after, radius)
+            out[m] = (state.objects[which], *np.clip(xy, -bound, bound))
+        return out
 
     def _sample_gaussian(self, state: MPCState, rng: np.random.Generator, n: int) -> np.ndarray:
         """One Gaussian per object over its target, objects by the refitted probabilities."""
@@ -440,6 +502,8 @@ class MPCGenerator(Generator):
         info = wm.step(action)
         state.env_state = wm.snapshot()
         state.executed.append([float(v) for v in action])
+        nxt = state.best_plan[1] if len(state.best_plan) > 1 else None
+        state.carry = nxt.copy() if nxt is not None and np.isfinite(nxt[0]) else None
         state.step += 1
         state.relations = [bool(r) for r in info["relations"]]
         state.success = bool(info["success"])
@@ -462,9 +526,11 @@ def stable_target(target: np.ndarray, moved: int, located: np.ndarray, radius: n
         radius: ``[K]`` footprint radii.
 
     Returns:
-        ``target`` unchanged when its footprint overlaps no other object; the nearest overlapped object's
-        centre when ``target`` lies within the larger of the two radii (a centred stack); otherwise the point
-        on the ray from that object's centre through ``target`` where the footprints are ``CLEARANCE`` apart.
+        ``target`` unchanged when its footprint overlaps no other object; when ``target`` lies within the
+        larger ``R`` of the two radii, a centred stack: the overlapped object's centre plus
+        :data:`SNAP_SHRINK` of the offset (``target`` itself when already within ``SNAP_SHRINK · R`` of
+        the centre, so the map is idempotent); otherwise the point on the ray from that object's centre
+        through ``target`` where the footprints are ``CLEARANCE`` apart.
     """
     others = [j for j in range(len(located)) if j != moved and np.all(np.isfinite(located[j]))]
     if not others:
@@ -475,7 +541,10 @@ def stable_target(target: np.ndarray, moved: int, located: np.ndarray, radius: n
     touch = radius[moved] + radius[j]
     if d >= touch + CLEARANCE:
         return target
-    if d < max(radius[moved], radius[j]):
-        return located[j].astype(target.dtype)
+    centred = max(radius[moved], radius[j])
+    if d <= SNAP_SHRINK * centred:
+        return target
+    if d < centred:
+        return (located[j] + SNAP_SHRINK * (target - located[j])).astype(target.dtype)
     direction = (target - located[j]) / max(d, 1e-9)
     return (located[j] + (touch + CLEARANCE) * direction).astype(target.dtype)

@@ -78,7 +78,8 @@ class RobotSettings:
         views: N of the N-view systems.
         candidates: plans per sampling iteration.
         iterations: sampling iterations per executed action.
-        max_steps: executed actions per episode at most.
+        max_steps: executed actions per episode at most (10; was 6: goals with stacks that need an object
+            moved out of the way first ran out of actions; chosen on tuning seeds, README).
         env_id: gymnasium id of the environment.
         env_kwargs: extra environment arguments (e.g. render ``width``/``height``).
         frames: keep the tiled camera views of every executed step in the row (Serve, ``run``).
@@ -89,6 +90,11 @@ class RobotSettings:
             them clear (:class:`~ensemble.tasks.robot.mpc.MPCGenerator`; chosen on tuning seeds, README).
         relation_margin: the view scorers' left/right margin in image widths (0.08: a robust gap; the
             environment's 4 cm is about 0.03; chosen on tuning seeds, README).
+        hidden_under_stack: the view scorers judge an object a view does not show where the goal object
+            stacked on it is seen (a finished stack hides its base from above; chosen on tuning seeds, README).
+        lookahead: fraction of the planner's fresh plans that are two actions (the first executed, the
+            second proposed again next step; :class:`~ensemble.tasks.robot.mpc.MPCGenerator`; 0.5, chosen
+            on tuning seeds, README; 0 is the earlier one-action planner).
         threads: torch CPU threads of the solver's process (the learned segmenter); not part of the hash.
         segmenter_model: the learned systems' SegFormer: a project checkpoint name, a directory, or
             ``"tiny"`` (an untrained tiny model built from its config: tests and ``--tiny`` runs).
@@ -97,7 +103,7 @@ class RobotSettings:
     views: int = 3
     candidates: int = 48
     iterations: int = 3
-    max_steps: int = 6
+    max_steps: int = 10
     env_id: str = "envs:Tabletop-Relations-v0"
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     frames: bool = False
@@ -106,6 +112,8 @@ class RobotSettings:
     cem_explore: float = 0.25
     relation_margin: float = 0.08
     stable_placement: bool = True
+    hidden_under_stack: bool = True
+    lookahead: float = 0.5
     threads: int = 1
 
     def __post_init__(self) -> None:
@@ -115,6 +123,8 @@ class RobotSettings:
             raise ValueError("candidates, iterations and max_steps must be at least 1")
         if self.relation_margin < 0:
             raise ValueError(f"relation_margin={self.relation_margin} must be >= 0 (image widths)")
+        if not 0.0 <= self.lookahead <= 1.0 or (self.lookahead > 0 and self.cem_distribution != "elites"):
+            raise ValueError(f"lookahead={self.lookahead} must be in [0, 1] and needs cem_distribution='elites'")
         if self.cem_distribution not in ("elites", "gaussian") or not 0.0 <= self.cem_explore < 1.0:
             raise ValueError(f"cem_distribution={self.cem_distribution!r} must be elites or gaussian and "
                              f"cem_explore={self.cem_explore} in [0, 1)")
@@ -134,14 +144,14 @@ def build(config: RobotConfig, settings: RobotSettings, executor: Any = None) ->
     elif config.scorer == "photo":
         scorers = {f"layout_{c}": SCORERS.make("view_layout", camera=c, segmenter=segmenter) for c in config.cameras}
     else:
-        scorers = view_scorers(config.cameras, segmenter, settings.relation_margin)
+        scorers = view_scorers(config.cameras, segmenter, settings.relation_margin, settings.hidden_under_stack)
     rgb = config.scorer != "oracle" and config.segmenter in RGB_SEGMENTERS
     generator = GENERATORS.make(
         "mpc", env_id=settings.env_id, env_kwargs={**settings.env_kwargs, "cameras": config.cameras},
         n_candidates=settings.candidates, iterations=settings.iterations, method=config.method,
         max_steps=settings.max_steps, render="rgb" if rgb else "segmentation", segmenter=segmenter,
         distribution=settings.cem_distribution, explore=settings.cem_explore,
-        stable_placement=settings.stable_placement, executor=executor,
+        stable_placement=settings.stable_placement, lookahead=settings.lookahead, executor=executor,
     )
     return generator, ScorerEnsemble(scorers)
 
@@ -174,12 +184,16 @@ class RobotSolver(Solver):
                   "max_steps": self.settings.max_steps, "proposals": "perception"}
         if self.settings.stable_placement:  # absent from the hash when off: earlier rows keep theirs
             budget["placement"] = "stable"
+        if self.settings.lookahead:  # absent from the hash when off: earlier rows keep theirs
+            budget["lookahead"] = self.settings.lookahead
         if self.configs[system].method == "cem":
             budget["cem"] = [self.settings.cem_distribution, self.settings.cem_explore]
         spec = {"name": self.task.name, "env_id": self.settings.env_id, "env_kwargs": self.settings.env_kwargs}
         config = self.configs[system]
         if config.scorer == "views":  # the view scorers' margin; RGB masks judged by their largest component
             budget["relations"] = {"margin": self.settings.relation_margin, "largest_component": config.segmenter != "simulator"}
+            if self.settings.hidden_under_stack:  # absent from the hash when off: earlier rows keep theirs
+                budget["relations"]["hidden_under_stack"] = True
         if config.segmenter == "learned":  # a retrained segmenter is another system
             from ensemble.models import checkpoint_fingerprint
 

@@ -157,6 +157,36 @@ def relation_energy(
     return float(0.5 * align + 0.25 * above + 0.25 * contact)
 
 
+def fill_hidden(stats: dict[str, MaskStats | None], relations: list[NamedRelation]) -> dict[str, MaskStats | None]:
+    """Stand in for objects the view does not show with the goal object stacked on them.
+
+    A finished stack hides its lower objects from a camera above it (the top view of "A on top of B"
+    shows only A). An object with no mask in this view whose goal puts another object on top of it
+    (directly or through a chain of "on top of") is judged where the nearest visible object of that
+    chain is: it would lie right beneath it. Objects with a mask, or with no visible object stacked on
+    them by the goal, are left as they are.
+
+    Args:
+        stats: object name -> its mask statistics in this view (``None`` or absent: not seen).
+        relations: the goal.
+
+    Returns:
+        A copy of ``stats`` with the hidden stacked objects filled in.
+    """
+    above = {r.reference: r.subject for r in relations if r.kind == ON_TOP_OF}
+    out = dict(stats)
+    for name in {n for r in relations for n in (r.subject, r.reference)}:
+        if out.get(name) is not None:
+            continue
+        seen, cur = {name}, above.get(name)
+        while cur is not None and cur not in seen and stats.get(cur) is None:
+            seen.add(cur)
+            cur = above.get(cur)
+        if cur is not None and cur not in seen:
+            out[name] = stats[cur]
+    return out
+
+
 def relation_weights(relations: list[NamedRelation]) -> list[float]:
     """Order-aware weights: an "on top of" relation weighs 1 + the number of goal relations stacked on it.
 

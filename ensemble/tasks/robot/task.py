@@ -121,11 +121,15 @@ class RobotTask(Task):
 
 
 def view_scorers(
-    cameras: list[str] | tuple[str, ...], segmenter: Any = "learned", margin: float | None = None
+    cameras: list[str] | tuple[str, ...], segmenter: Any = "learned", margin: float | None = None,
+    hidden_under_stack: bool = True,
 ) -> dict[str, Any]:
     """One ``view_relations`` scorer per camera, named ``view_<camera>`` (the paper's per-view ensemble);
-    ``margin``: their left/right margin in image widths (default: the scorer's)."""
+    ``margin``: their left/right margin in image widths (default: the scorer's); ``hidden_under_stack``:
+    see :class:`~ensemble.tasks.robot.view_relations.ViewRelationsScorer`."""
     from ensemble.registry import SCORERS
 
-    extra = {} if margin is None else {"margin": margin}
+    extra: dict[str, Any] = {"hidden_under_stack": hidden_under_stack}
+    if margin is not None:
+        extra["margin"] = margin
     return {f"view_{c}": SCORERS.make("view_relations", camera=c, segmenter=segmenter, **extra) for c in cameras}

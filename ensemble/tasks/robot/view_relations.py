@@ -13,7 +13,7 @@ import torch
 
 from ensemble.contracts import ScoreOutput, Scorer
 from ensemble.tasks.robot.segmenters import Segmenter, SimulatorSegmenter, make_segmenter
-from ensemble.tasks.robot.spatial import MaskStats, parse_goal, relation_energy, relation_weights
+from ensemble.tasks.robot.spatial import MaskStats, fill_hidden, parse_goal, relation_energy, relation_weights
 from ensemble.tasks.robot.world_model import Outcome
 
 TOP_DOWN_CAMERAS = ("top",)
@@ -37,6 +37,9 @@ class ViewRelationsScorer(Scorer):
         top_down: judge "on top of" from above; default: ``camera in TOP_DOWN_CAMERAS``.
         largest_component: judge each object by its mask's largest connected component (drops stray
             pixels of a learned segmenter); default: for every segmenter reading RGB, not the simulator's.
+        hidden_under_stack: an object this view does not show is judged where the goal object stacked on
+            it is seen (:func:`~ensemble.tasks.robot.spatial.fill_hidden`): a finished stack hides its lower
+            objects from above, and would otherwise score as "not visible" (chosen on tuning seeds, README).
     """
 
     modality = "views"
@@ -48,6 +51,7 @@ class ViewRelationsScorer(Scorer):
         margin: float = 0.08,
         top_down: bool | None = None,
         largest_component: bool | None = None,
+        hidden_under_stack: bool = True,
     ) -> None:
         if margin < 0:
             raise ValueError(f"margin={margin} must be >= 0 (image widths)")
@@ -57,6 +61,7 @@ class ViewRelationsScorer(Scorer):
         rgb = not isinstance(self.segmenter, SimulatorSegmenter)
         self.largest_component = rgb if largest_component is None else largest_component
         self.top_down = camera in TOP_DOWN_CAMERAS if top_down is None else top_down
+        self.hidden_under_stack = hidden_under_stack
 
     def energy(self, context: Any, outcome: Outcome) -> float:
         """Summed relation energy of one outcome in this camera's view."""
@@ -69,6 +74,8 @@ class ViewRelationsScorer(Scorer):
         out = []
         for masks in self.segmenter.segment_many(list(outcomes), self.camera):
             stats = {name: MaskStats.of(m, largest_component=self.largest_component) for name, m in masks.items()}
+            if self.hidden_under_stack:
+                stats = fill_hidden(stats, relations)
             out.append(sum(
                 w * relation_energy(r.kind, stats.get(r.subject), stats.get(r.reference), self.margin, self.top_down)
                 for r, w in zip(relations, weights, strict=True)

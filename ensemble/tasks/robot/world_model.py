@@ -118,11 +118,13 @@ class WorldModel(ABC):
         )
 
     def rollout(self, state: np.ndarray, actions: np.ndarray, render: str = "segmentation") -> Outcome:
-        """Restore ``state``, apply the ``(H, 3)`` action sequence, and render the outcome."""
+        """Restore ``state``, apply the ``(H, 3)`` action sequence, and render the outcome; an action whose
+        object is NaN is no action (it pads a shorter plan)."""
         self.restore(state)
         actions = np.asarray(actions, dtype=np.float32).reshape(-1, 3)
         for action in actions:
-            self.step(action)
+            if np.isfinite(action[0]):
+                self.step(action)
         return self.outcome(render, actions)
 
 
