@@ -78,6 +78,9 @@ def test_score_many_merges_calls_of_the_same_shape_and_splits_back():
     assert merged == ["a", "b", "c"] and sizes == [2, 1]
     parts = split_output(ScoreOutput(scores=torch.arange(3.0)), [2, 1])
     assert [p.scores.tolist() for p in parts] == [[0.0, 1.0], [2.0]]
+    assert not any(p.abstain for p in parts)
+    # an abstention of a merged call reaches every call it answers
+    assert all(p.abstain for p in split_output(ScoreOutput(scores=torch.arange(3.0), abstain=True), [2, 1]))
 
 
 def test_batcher_merges_concurrent_calls_and_withdraws_cancelled_ones():
