@@ -3,6 +3,8 @@ the answer normaliser, the tabletop clips and the task's CLI on tiny models."""
 
 from __future__ import annotations
 
+import argparse
+
 import numpy as np
 import pytest
 import torch
@@ -107,6 +109,31 @@ def test_frame_aggregation_mean_and_max_follow_the_per_frame_similarities():
         SCORERS.make("video_clip", model="tiny-clip", aggregate="median")
     with pytest.raises(TypeError, match="not differentiable"):
         mean.score(context, cands, need_grad=True)
+
+
+def test_with_answer_end_a_candidate_that_ends_the_answer_is_rated_as_the_answer_as_it_is():
+    """"yes," / "yes." / "yes\\n" / "yes" + end-of-text (decoded: "yes") all leave the answer "yes": with
+    ``answer_end`` the CLIP rates them as "yes", so ending competes with continuing ("yes yes") on the CLIP's
+    own texts; without it the punctuation is part of the rated text."""
+    from ensemble import SCORERS
+    from ensemble.tasks.video_qa.cli import add_model_flags, spec_from_args
+
+    frames = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    context = {"question": "is there a circle?", "frames": frames}
+    ends, going = [" yes,", " yes.", " yes\n", " yes"], [" yes yes", " yes color"]
+    cut = SCORERS.make("video_clip", model="tiny-clip", answer_end=True)
+    assert cut.texts(context, ends + going) == ["is there a circle? yes"] * 4 + ["is there a circle? yes yes",
+                                                                                  "is there a circle? yes color"]
+    s = cut.score(context, ends + going).scores
+    assert torch.allclose(s[:4], s[3].expand(4)) and not torch.isclose(s[4], s[3])
+    plain = SCORERS.make("video_clip", model="tiny-clip")
+    assert plain.texts(context, ends)[0] == "is there a circle? yes," and not torch.isclose(
+        plain.score(context, ends).scores[0], s[3])
+    p = argparse.ArgumentParser()
+    add_model_flags(p)
+    for flag, on in (("--answer-end", True), ("--no-answer-end", False)):
+        spec = spec_from_args(p.parse_args(["--clips", "a=tiny-clip", flag]))
+        assert spec.clips["a"]["answer_end"] is on
 
 
 def test_motion_frames_show_only_what_moved():

@@ -29,6 +29,10 @@ def add_model_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--aggregate", default="mean", choices=["mean", "max"], help="per-frame similarities → one score")
     p.add_argument("--motion", action=argparse.BooleanOptionalAction, default=True,
                    help="also score motion frames (what changed between sampled frames)")
+    p.add_argument("--answer-end", action=argparse.BooleanOptionalAction,
+                   default=all(kw.get("answer_end", False) for kw in DEFAULT_CLIPS.values()),
+                   help="the CLIPs rate a candidate as the answer it leaves (cut at the punctuation or line break "
+                        "that ends it), so ending the answer competes with continuing it")
     p.add_argument("--mode", default=spec.mode, choices=["zerocap", "magic"],
                    help="zerocap: context gradient steps (the paper); magic: rerank the LM's top-k, no gradient")
     p.add_argument("--answer-prefix", default=spec.answer_prefix,
@@ -69,7 +73,7 @@ def spec_from_args(args: argparse.Namespace) -> Any:
     """A :class:`~ensemble.tasks.video_qa.solver.VideoQASpec` from parsed flags."""
     from ensemble.tasks.video_qa.solver import VideoQASpec
 
-    clips = {n: {"model": m, "aggregate": args.aggregate, "motion": args.motion}
+    clips = {n: {"model": m, "aggregate": args.aggregate, "motion": args.motion, "answer_end": args.answer_end}
              for n, m in _pairs(args.clips, "--clips").items()}
     token = {k: getattr(args, k) for k in (*TOKEN_FLAGS, "select_final") if getattr(args, k, None) is not None}
     return VideoQASpec(lm=args.lm, clips=clips, token=token, mode=args.mode, answer_prefix=args.answer_prefix,
@@ -159,6 +163,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--video-clip-steps", type=int, default=200, help="optimiser steps per CLIP")
     g.add_argument("--video-clip-batch", type=int, default=32, help="easy-VQA questions (+ half as many tabletop questions) per step")
     g.add_argument("--tabletop-clips", type=int, default=1000, help="tabletop training clips rendered (train seeds)")
+    g.add_argument("--video-clip-eval-every", type=int, default=0,
+                   help="log the held-out accuracy every this many steps (0: only at the end)")
 
 
 def train(args: argparse.Namespace) -> int:
@@ -169,7 +175,8 @@ def train(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(getattr(args, "threads", 2))
     cfg = VideoClipTrainConfig(steps=args.video_clip_steps, batch_size=args.video_clip_batch,
-                               tabletop_clips=args.tabletop_clips, seed=getattr(args, "seed", None) or 0)
+                               tabletop_clips=args.tabletop_clips, seed=getattr(args, "seed", None) or 0,
+                               eval_every=args.video_clip_eval_every)
     reports = train_video_clips(cfg, [m.strip() for m in args.video_clips.split(",") if m.strip()])
     for arch, r in reports.items():
         print(f"{arch}: {r['name']} at {r['path']} — train-split held-out answer accuracy {r['heldout']} "

@@ -62,10 +62,14 @@ class VideoClipTrainConfig:
     """Training seed (each CLIP adds its :data:`SEED_OFFSETS` entry)."""
     overwrite: bool = True
     """Replace existing checkpoints."""
+    eval_every: int = 0
+    """Log the held-out accuracy every this many steps (0: only at the end), to see where training plateaus."""
 
     def __post_init__(self) -> None:
         if self.steps < 4:
             raise ValueError(f"steps={self.steps} must be at least 4 (the one-cycle schedule's warm-up and decay)")
+        if self.eval_every < 0:
+            raise ValueError(f"eval_every={self.eval_every} must be 0 (off) or a positive number of steps")
         for name in ("batch_size", "tabletop_clips"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be at least 1")
@@ -216,7 +220,7 @@ def train_clip(arch: str, cfg: VideoClipTrainConfig, easy: dict[str, Any], clips
     t0 = time.perf_counter()
     model.train()
     bar = tqdm(range(cfg.steps), desc=f"train {CHECKPOINTS[arch]}")
-    for _ in bar:
+    for step in bar:
         e = rng.sample(easy["train"], cfg.batch_size)
         c = rng.sample(clip_train, max(1, cfg.batch_size // 2))
         imgs = easy["images"][[i for i, _, _ in e]]
@@ -234,6 +238,11 @@ def train_clip(arch: str, cfg: VideoClipTrainConfig, easy: dict[str, Any], clips
         with torch.no_grad():
             model.logit_scale.clamp_(0, 4.6052)
         bar.set_postfix(easy=f"{loss_e.item():.3f}", tabletop=f"{loss_c.item():.3f}")
+        if cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.steps:
+            model.eval()
+            log(f"{CHECKPOINTS[arch]} step {step + 1}/{cfg.steps} ({time.perf_counter() - t0:.0f} s): held-out "
+                f"(train split) answer accuracy {evaluate_clip(model, tokenizer, easy, clips, clip_held)}")
+            model.train()
     model.eval()
     heldout = evaluate_clip(model, tokenizer, easy, clips, clip_held)
     log(f"{CHECKPOINTS[arch]}: held-out (train split) answer accuracy {heldout}")
