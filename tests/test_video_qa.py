@@ -560,3 +560,52 @@ def test_the_ensemble_rating_is_the_clips_summed_ratings_or_their_mean_or_it_res
     assert mean.hash("ensemble", 1) != summed.hash("ensemble", 1) and mean.hash("a", 1) == summed.hash("a", 1)
     with pytest.raises(ValueError, match="combine='median' must be one of mean, sum, zscore"):
         VideoQASpec(lm="x", clips=clips, combine="median")
+
+
+def test_with_lm_ends_the_lm_not_the_scorers_decides_that_the_answer_is_complete():
+    """A scorer that prefers a longer answer ("yes yes") keeps steering after the LM would have ended; with
+    ``lm_ends`` the round where the LM's own top token ends the answer is not reranked, while the first token
+    still is."""
+    from ensemble import ConsensusConfig, ScoreOutput, Scorer, ScorerEnsemble, run_consensus
+    from ensemble.generators.causal_lm import CausalLMGenerator
+    from ensemble.models.tiny import tiny_causal_lm
+
+    model, tok = tiny_causal_lm()
+
+    class Wants(Scorer):
+        """Rates the texts of ``ratings`` (others 0)."""
+
+        def __init__(self, ratings: dict[str, float]) -> None:
+            self.ratings = ratings
+
+        def score(self, context, candidates, *, need_grad=False):
+            return ScoreOutput(scores=torch.tensor([self.ratings.get(c, 0.0) for c in candidates]))
+
+    def gen(**kw):
+        return CausalLMGenerator(model, tok, prompt_fn=lambda c: "Question: is it red? Answer:", top_k=8, steps_per_token=1,
+                                 rerank_weight=5.0, max_new_tokens=3, stop_fn=lambda text: text == complete, **kw)
+
+    complete = None
+    probe = gen()
+    state = probe.init_state(None, 0)
+    first = probe.propose(state, None).info["token"][2]  # the LM's third choice, so the scorer must move it
+    after = torch.topk(probe._shifted_many([_after(probe, state, first)])[0][0], 2).indices.tolist()
+    complete = probe.text([first, after[0]])  # the LM's own next token ends the answer
+    longer = probe.text([first, after[1]])  # the scorer's favourite: one more word
+    assert longer != complete
+    scorer = Wants({probe.text([first]): 0.5, longer: 1.0})
+    outs = {}
+    for lm_ends in (False, True):
+        g = gen(lm_ends=lm_ends)
+        outs[lm_ends] = run_consensus(g, ScorerEnsemble({"w": scorer}), None, ConsensusConfig(max_rounds=8)).output
+    assert outs[False].startswith(longer) and outs[True] == complete, outs
+
+
+def _after(gen, state, tok):
+    """The beam of ``state`` extended by ``tok``, prepared (its unshifted next-token distribution computed)."""
+    from ensemble.generators.causal_lm import Beam
+
+    beam = state.beams[0]
+    new = Beam(ids=beam.ids + [tok], past=beam.next_past, last=tok, logprob=0.0, prompt=beam.prompt)
+    gen._prepare(new)
+    return new

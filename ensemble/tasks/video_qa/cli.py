@@ -48,6 +48,9 @@ def add_model_flags(p: argparse.ArgumentParser) -> None:
     for name, typ in TOKEN_FLAGS.items():
         default = f" (default {DEFAULT_TOKEN[name]})" if name in DEFAULT_TOKEN else ""
         p.add_argument("--" + name.replace("_", "-"), type=typ, default=None, help=f"TokenConfig.{name}{default}")
+    p.add_argument("--lm-ends", action=argparse.BooleanOptionalAction, default=None,
+                   help="TokenConfig.lm_ends: after the first token, where the LM's top token ends the answer the "
+                        f"CLIPs do not rerank (default {DEFAULT_TOKEN.get('lm_ends', False)})")
     p.add_argument("--select-final", action=argparse.BooleanOptionalAction, default=None,
                    help="TokenConfig.select_final: with several beams the CLIPs pick among the finished answers"
                         f" (default {DEFAULT_TOKEN.get('select_final', False)})")
@@ -75,7 +78,7 @@ def spec_from_args(args: argparse.Namespace) -> Any:
 
     clips = {n: {"model": m, "aggregate": args.aggregate, "motion": args.motion, "answer_end": args.answer_end}
              for n, m in _pairs(args.clips, "--clips").items()}
-    token = {k: getattr(args, k) for k in (*TOKEN_FLAGS, "select_final") if getattr(args, k, None) is not None}
+    token = {k: getattr(args, k) for k in (*TOKEN_FLAGS, "select_final", "lm_ends") if getattr(args, k, None) is not None}
     return VideoQASpec(lm=args.lm, clips=clips, token=token, mode=args.mode, answer_prefix=args.answer_prefix,
                        frames=args.frames,
                        normalisation=args.normalisation, weights=_pairs(args.weights, "--weights", float), combine=args.combine,

@@ -34,7 +34,7 @@ DEFAULT_CLIPS: dict[str, dict[str, Any]] = {
 """The three CLIPs trained by ``ensemble train video-clips`` (ViT patch 8, ResNet, ViT patch 4 image towers)."""
 GUIDANCE_KNOBS = frozenset({"top_k", "min_p", "steps_per_token", "step_size", "temperature", "target_prior",
                             "fluency_weight", "fusion", "keep_shift", "skip_confident", "rerank_weight",
-                            "select_final", "select_weight"})
+                            "select_final", "select_weight", "lm_ends"})
 """TokenConfig fields that act only through the scorers (left out of the LM-alone config hash)."""
 DEFAULT_TOKEN: dict[str, Any] = {"top_k": 64, "steps_per_token": 1, "max_new_tokens": 3, "temperature": 1.0}
 """The token rule's defaults, chosen on train-split questions (README, "Video question answering")."""
