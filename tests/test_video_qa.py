@@ -318,12 +318,12 @@ def test_video_clip_training_saves_a_checkpoint_the_scorer_loads_by_name(tmp_pat
 
 
 def test_the_default_ensemble_is_every_clip_the_train_command_makes_each_its_own_architecture_and_seed():
-    from ensemble.tasks.video_qa.cli import VIDEO_CLIPS
+    from ensemble.tasks.video_qa.cli import TRAINABLE_CLIPS, VIDEO_CLIPS
     from ensemble.tasks.video_qa.models import CHECKPOINTS, SEED_OFFSETS, VISION_CFGS, train_video_clips
     from ensemble.tasks.video_qa.solver import DEFAULT_CLIPS
 
-    assert VIDEO_CLIPS == tuple(CHECKPOINTS) == tuple(SEED_OFFSETS) == tuple(VISION_CFGS)
-    assert sorted(kw["model"] for kw in DEFAULT_CLIPS.values()) == sorted(CHECKPOINTS.values())
+    assert TRAINABLE_CLIPS == tuple(CHECKPOINTS) == tuple(SEED_OFFSETS) == tuple(VISION_CFGS)
+    assert sorted(kw["model"] for kw in DEFAULT_CLIPS.values()) == sorted(CHECKPOINTS[a] for a in VIDEO_CLIPS)
     assert len(set(SEED_OFFSETS.values())) == len(SEED_OFFSETS) == 3
     assert len({str(sorted(c.items())) for c in VISION_CFGS.values()}) == 3
     with pytest.raises(ValueError, match="choose from vit, resnet, vit4"):
@@ -554,9 +554,10 @@ def test_the_ensemble_rating_is_the_clips_summed_ratings_or_their_mean_or_it_res
     z = totals["zscore"]
     assert abs(float(z.mean())) < 1e-5 and abs(float(z.std()) - 1) < 1e-5 and torch.equal(z.argsort(), single.argsort())
     assert VideoQASpec(lm="x", clips=clips, weights={"a": 3.0}, combine="mean").ensemble_weights() == {"a": 0.75, "b": 0.25}
-    assert VideoQASpec(lm="x", clips=clips, weights={"a": 3.0}).ensemble_weights() == {"a": 3.0, "b": 1.0}  # default: sum
+    assert VideoQASpec(lm="x", clips=clips, weights={"a": 3.0}, combine="sum").ensemble_weights() == {"a": 3.0, "b": 1.0}
+    assert VideoQASpec(lm="x", clips=clips).combine == "zscore"  # the default, chosen on train questions
     # the rule changes the ensemble's config hash, not a single CLIP's
-    mean, summed = VideoQASpec(lm="x", clips=clips, combine="mean"), VideoQASpec(lm="x", clips=clips)
+    mean, summed = VideoQASpec(lm="x", clips=clips, combine="mean"), VideoQASpec(lm="x", clips=clips, combine="sum")
     assert mean.hash("ensemble", 1) != summed.hash("ensemble", 1) and mean.hash("a", 1) == summed.hash("a", 1)
     with pytest.raises(ValueError, match="combine='median' must be one of mean, sum, zscore"):
         VideoQASpec(lm="x", clips=clips, combine="median")
