@@ -610,3 +610,37 @@ def _after(gen, state, tok):
     new = Beam(ids=beam.ids + [tok], past=beam.next_past, last=tok, logprob=0.0, prompt=beam.prompt)
     gen._prepare(new)
     return new
+
+
+@pytest.mark.parametrize("lm_ends", [False, True])
+def test_with_lm_ends_and_several_beams_a_beam_the_lm_ends_keeps_its_rating_and_its_place(lm_ends):
+    """Beam search: a beam whose LM ends the answer carries the ensemble's rating of that ending, so the complete
+    answer is not pushed out by other beams' reranked continuations (as it was when such a beam was ranked
+    without any rating: the first version of the rule, which broke beam 5)."""
+    from ensemble.generators.causal_lm import CausalLMGenerator
+    from ensemble.models.tiny import tiny_causal_lm
+
+    model, tok = tiny_causal_lm()
+    complete = None
+    gen = CausalLMGenerator(model, tok, prompt_fn=lambda c: "Question: is it red? Answer:", top_k=8, steps_per_token=1,
+                            rerank_weight=5.0, max_new_tokens=3, beam_size=2, lm_ends=lm_ends,
+                            stop_fn=lambda text: text == complete)
+    state = gen.init_state(None, 0)
+    first = gen.propose(state, None)
+    head, other = first.info["token"][2], first.info["token"][3]  # two beams the ratings pick, not the LM's top
+    total = torch.tensor([1.0 if t == head else 0.9 if t == other else 0.0 for t in first.info["token"]])
+    gen._commit(state, torch.tensor(first.info["token"]), torch.tensor(first.info["beam"]), total, follow=False)
+    assert sorted(b.ids[-1] for b in state.beams) == sorted([head, other])
+    hb = next(b for b in state.beams if b.ids[-1] == head)
+    ends = int(hb.p_orig.argmax())
+    complete = gen.text([head, ends])  # the LM's own next token ends the head beam's answer
+    second = gen.propose(state, None)
+    texts, beams = second.candidates, second.info["beam"]
+    other_b = next(i for i, b in enumerate(state.beams) if b.ids[-1] == other)
+    # the ensemble likes the complete answer and the other beam's first two continuations equally
+    liked = {complete} | {t for t, b in zip(texts, beams, strict=True) if b == other_b and
+                          [x for x, y in zip(texts, beams, strict=True) if y == other_b].index(t) < 2}
+    total2 = torch.tensor([1.0 if t in liked else 0.0 for t in texts])
+    gen._commit(state, torch.tensor(second.info["token"]), torch.tensor(beams), total2, follow=False)
+    kept = [gen.text(b.ids) for b in state.finished + state.beams]
+    assert complete in kept, kept

@@ -97,8 +97,10 @@ class TokenConfig:
     lm_ends: bool = False
     """The LM, not the scorers, decides when a solution ends: after the first generated token, where the LM's
     own (unshifted) top token would finish the beam (end-of-text, a stop string, ``stop_fn``), that beam's next
-    token is ranked without the scorers' ratings (``rerank_weight``) — the scorers choose the words, not whether to add one more. Scorers that rate
-    text against an input cannot tell a complete answer from a longer one ("yes" against "yes yes")."""
+    token is ranked without the scorers' ratings of each token (``rerank_weight``); with several beams the beam
+    carries, for all its expansions, the ensemble's rating of the LM's ending token, so beams stay on one
+    scale. The scorers choose the words, not whether to add one more: scorers that rate text against an input
+    cannot tell a complete answer from a longer one ("yes" against "yes yes")."""
     max_new_tokens: int = 256
     """Budget of generated tokens per beam."""
     stop_strings: tuple[str, ...] = ()
@@ -526,8 +528,15 @@ class CausalLMGenerator(Generator):
             fused = cfg.fusion * shifted + (1 - cfg.fusion) * beam.p_orig
             fused = F.log_softmax(fused, -1)
             ranking = fused.clone()
-            if cfg.rerank_weight and not (cfg.lm_ends and beam.ids and self._ends(beam, int(beam.p_orig.argmax()))):
-                rows = (beam_idx == b).nonzero().flatten()
+            rows = (beam_idx == b).nonzero().flatten()
+            lm_top = int(beam.p_orig.argmax())
+            if cfg.rerank_weight and cfg.lm_ends and beam.ids and self._ends(beam, lm_top):
+                # The LM ends this answer: its tokens keep the LM's order, and the beam carries the ensemble's
+                # rating of that ending (the answer as it is), so it stays comparable with reranked beams.
+                hit = (tokens[rows] == lm_top).nonzero().flatten()
+                if len(hit):
+                    ranking += cfg.rerank_weight * float(total[rows][hit[0]])
+            elif cfg.rerank_weight:
                 ranking[tokens[rows].to(ranking.device)] += cfg.rerank_weight * total[rows].to(ranking.device)
             for tok in torch.topk(ranking, cfg.beam_size).indices.tolist():
                 lp = beam.logprob + float(fused[tok])
