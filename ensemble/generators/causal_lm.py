@@ -529,8 +529,8 @@ class CausalLMGenerator(Generator):
             fused = F.log_softmax(fused, -1)
             ranking = fused.clone()
             rows = (beam_idx == b).nonzero().flatten()
-            lm_top = int(beam.p_orig.argmax())
-            if cfg.rerank_weight and cfg.lm_ends and beam.ids and self._ends(beam, lm_top):
+            lm_top = int(beam.p_orig.argmax()) if cfg.rerank_weight and cfg.lm_ends and beam.ids else None
+            if lm_top is not None and self._ends(beam, lm_top):
                 # The LM ends this answer: its tokens keep the LM's order, and the beam carries the ensemble's
                 # rating of that ending (the answer as it is), so it stays comparable with reranked beams.
                 hit = (tokens[rows] == lm_top).nonzero().flatten()
