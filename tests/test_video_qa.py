@@ -3,6 +3,8 @@ the answer normaliser, the tabletop clips and the task's CLI on tiny models."""
 
 from __future__ import annotations
 
+import argparse
+
 import numpy as np
 import pytest
 import torch
@@ -107,6 +109,31 @@ def test_frame_aggregation_mean_and_max_follow_the_per_frame_similarities():
         SCORERS.make("video_clip", model="tiny-clip", aggregate="median")
     with pytest.raises(TypeError, match="not differentiable"):
         mean.score(context, cands, need_grad=True)
+
+
+def test_with_answer_end_a_candidate_that_ends_the_answer_is_rated_as_the_answer_as_it_is():
+    """"yes," / "yes." / "yes\\n" / "yes" + end-of-text (decoded: "yes") all leave the answer "yes": with
+    ``answer_end`` the CLIP rates them as "yes", so ending competes with continuing ("yes yes") on the CLIP's
+    own texts; without it the punctuation is part of the rated text."""
+    from ensemble import SCORERS
+    from ensemble.tasks.video_qa.cli import add_model_flags, spec_from_args
+
+    frames = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    context = {"question": "is there a circle?", "frames": frames}
+    ends, going = [" yes,", " yes.", " yes\n", " yes"], [" yes yes", " yes color"]
+    cut = SCORERS.make("video_clip", model="tiny-clip", answer_end=True)
+    assert cut.texts(context, ends + going) == ["is there a circle? yes"] * 4 + ["is there a circle? yes yes",
+                                                                                  "is there a circle? yes color"]
+    s = cut.score(context, ends + going).scores
+    assert torch.allclose(s[:4], s[3].expand(4)) and not torch.isclose(s[4], s[3])
+    plain = SCORERS.make("video_clip", model="tiny-clip")
+    assert plain.texts(context, ends)[0] == "is there a circle? yes," and not torch.isclose(
+        plain.score(context, ends).scores[0], s[3])
+    p = argparse.ArgumentParser()
+    add_model_flags(p)
+    for flag, on in (("--answer-end", True), ("--no-answer-end", False)):
+        spec = spec_from_args(p.parse_args(["--clips", "a=tiny-clip", flag]))
+        assert spec.clips["a"]["answer_end"] is on
 
 
 def test_motion_frames_show_only_what_moved():
@@ -291,12 +318,12 @@ def test_video_clip_training_saves_a_checkpoint_the_scorer_loads_by_name(tmp_pat
 
 
 def test_the_default_ensemble_is_every_clip_the_train_command_makes_each_its_own_architecture_and_seed():
-    from ensemble.tasks.video_qa.cli import VIDEO_CLIPS
+    from ensemble.tasks.video_qa.cli import TRAINABLE_CLIPS, VIDEO_CLIPS
     from ensemble.tasks.video_qa.models import CHECKPOINTS, SEED_OFFSETS, VISION_CFGS, train_video_clips
     from ensemble.tasks.video_qa.solver import DEFAULT_CLIPS
 
-    assert VIDEO_CLIPS == tuple(CHECKPOINTS) == tuple(SEED_OFFSETS) == tuple(VISION_CFGS)
-    assert sorted(kw["model"] for kw in DEFAULT_CLIPS.values()) == sorted(CHECKPOINTS.values())
+    assert TRAINABLE_CLIPS == tuple(CHECKPOINTS) == tuple(SEED_OFFSETS) == tuple(VISION_CFGS)
+    assert sorted(kw["model"] for kw in DEFAULT_CLIPS.values()) == sorted(CHECKPOINTS[a] for a in VIDEO_CLIPS)
     assert len(set(SEED_OFFSETS.values())) == len(SEED_OFFSETS) == 3
     assert len({str(sorted(c.items())) for c in VISION_CFGS.values()}) == 3
     with pytest.raises(ValueError, match="choose from vit, resnet, vit4"):
@@ -527,9 +554,93 @@ def test_the_ensemble_rating_is_the_clips_summed_ratings_or_their_mean_or_it_res
     z = totals["zscore"]
     assert abs(float(z.mean())) < 1e-5 and abs(float(z.std()) - 1) < 1e-5 and torch.equal(z.argsort(), single.argsort())
     assert VideoQASpec(lm="x", clips=clips, weights={"a": 3.0}, combine="mean").ensemble_weights() == {"a": 0.75, "b": 0.25}
-    assert VideoQASpec(lm="x", clips=clips, weights={"a": 3.0}).ensemble_weights() == {"a": 3.0, "b": 1.0}  # default: sum
+    assert VideoQASpec(lm="x", clips=clips, weights={"a": 3.0}, combine="sum").ensemble_weights() == {"a": 3.0, "b": 1.0}
+    assert VideoQASpec(lm="x", clips=clips).combine == "zscore"  # the default, chosen on train questions
     # the rule changes the ensemble's config hash, not a single CLIP's
-    mean, summed = VideoQASpec(lm="x", clips=clips, combine="mean"), VideoQASpec(lm="x", clips=clips)
+    mean, summed = VideoQASpec(lm="x", clips=clips, combine="mean"), VideoQASpec(lm="x", clips=clips, combine="sum")
     assert mean.hash("ensemble", 1) != summed.hash("ensemble", 1) and mean.hash("a", 1) == summed.hash("a", 1)
     with pytest.raises(ValueError, match="combine='median' must be one of mean, sum, zscore"):
         VideoQASpec(lm="x", clips=clips, combine="median")
+
+
+def test_with_lm_ends_the_lm_not_the_scorers_decides_that_the_answer_is_complete():
+    """A scorer that prefers a longer answer ("yes yes") keeps steering after the LM would have ended; with
+    ``lm_ends`` the round where the LM's own top token ends the answer is not reranked, while the first token
+    still is."""
+    from ensemble import ConsensusConfig, ScoreOutput, Scorer, ScorerEnsemble, run_consensus
+    from ensemble.generators.causal_lm import CausalLMGenerator
+    from ensemble.models.tiny import tiny_causal_lm
+
+    model, tok = tiny_causal_lm()
+
+    class Wants(Scorer):
+        """Rates the texts of ``ratings`` (others 0)."""
+
+        def __init__(self, ratings: dict[str, float]) -> None:
+            self.ratings = ratings
+
+        def score(self, context, candidates, *, need_grad=False):
+            return ScoreOutput(scores=torch.tensor([self.ratings.get(c, 0.0) for c in candidates]))
+
+    def gen(**kw):
+        return CausalLMGenerator(model, tok, prompt_fn=lambda c: "Question: is it red? Answer:", top_k=8, steps_per_token=1,
+                                 rerank_weight=5.0, max_new_tokens=3, stop_fn=lambda text: text == complete, **kw)
+
+    complete = None
+    probe = gen()
+    state = probe.init_state(None, 0)
+    first = probe.propose(state, None).info["token"][2]  # the LM's third choice, so the scorer must move it
+    after = torch.topk(probe._shifted_many([_after(probe, state, first)])[0][0], 2).indices.tolist()
+    complete = probe.text([first, after[0]])  # the LM's own next token ends the answer
+    longer = probe.text([first, after[1]])  # the scorer's favourite: one more word
+    assert longer != complete
+    scorer = Wants({probe.text([first]): 0.5, longer: 1.0})
+    outs = {}
+    for lm_ends in (False, True):
+        g = gen(lm_ends=lm_ends)
+        outs[lm_ends] = run_consensus(g, ScorerEnsemble({"w": scorer}), None, ConsensusConfig(max_rounds=8)).output
+    assert outs[False].startswith(longer) and outs[True] == complete, outs
+
+
+def _after(gen, state, tok):
+    """The beam of ``state`` extended by ``tok``, prepared (its unshifted next-token distribution computed)."""
+    from ensemble.generators.causal_lm import Beam
+
+    beam = state.beams[0]
+    new = Beam(ids=beam.ids + [tok], past=beam.next_past, last=tok, logprob=0.0, prompt=beam.prompt)
+    gen._prepare(new)
+    return new
+
+
+@pytest.mark.parametrize("lm_ends", [False, True])
+def test_with_lm_ends_and_several_beams_a_beam_the_lm_ends_keeps_its_rating_and_its_place(lm_ends):
+    """Beam search: a beam whose LM ends the answer carries the ensemble's rating of that ending, so the complete
+    answer is not pushed out by other beams' reranked continuations (as it was when such a beam was ranked
+    without any rating: the first version of the rule, which broke beam 5)."""
+    from ensemble.generators.causal_lm import CausalLMGenerator
+    from ensemble.models.tiny import tiny_causal_lm
+
+    model, tok = tiny_causal_lm()
+    complete = None
+    gen = CausalLMGenerator(model, tok, prompt_fn=lambda c: "Question: is it red? Answer:", top_k=8, steps_per_token=1,
+                            rerank_weight=5.0, max_new_tokens=3, beam_size=2, lm_ends=lm_ends,
+                            stop_fn=lambda text: text == complete)
+    state = gen.init_state(None, 0)
+    first = gen.propose(state, None)
+    head, other = first.info["token"][2], first.info["token"][3]  # two beams the ratings pick, not the LM's top
+    total = torch.tensor([1.0 if t == head else 0.9 if t == other else 0.0 for t in first.info["token"]])
+    gen._commit(state, torch.tensor(first.info["token"]), torch.tensor(first.info["beam"]), total, follow=False)
+    assert sorted(b.ids[-1] for b in state.beams) == sorted([head, other])
+    hb = next(b for b in state.beams if b.ids[-1] == head)
+    ends = int(hb.p_orig.argmax())
+    complete = gen.text([head, ends])  # the LM's own next token ends the head beam's answer
+    second = gen.propose(state, None)
+    texts, beams = second.candidates, second.info["beam"]
+    other_b = next(i for i, b in enumerate(state.beams) if b.ids[-1] == other)
+    # the ensemble likes the complete answer and the other beam's first two continuations equally
+    liked = {complete} | {t for t, b in zip(texts, beams, strict=True) if b == other_b and
+                          [x for x, y in zip(texts, beams, strict=True) if y == other_b].index(t) < 2}
+    total2 = torch.tensor([1.0 if t in liked else 0.0 for t in texts])
+    gen._commit(state, torch.tensor(second.info["token"]), torch.tensor(beams), total2, follow=False)
+    kept = [gen.text(b.ids) for b in state.finished + state.beams]
+    assert complete in kept, kept

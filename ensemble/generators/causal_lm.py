@@ -94,6 +94,13 @@ class TokenConfig:
     """Names of the scorers asked in token rounds (empty: all). The others are asked only in the final
     selection round (``select_final``): a division of labour where a verifier of whole solutions does
     not vote on single digits it cannot check. A round that asks nobody leaves the LM's token."""
+    lm_ends: bool = False
+    """The LM, not the scorers, decides when a solution ends: after the first generated token, where the LM's
+    own (unshifted) top token would finish the beam (end-of-text, a stop string, ``stop_fn``), that beam's next
+    token is ranked without the scorers' ratings of each token (``rerank_weight``); with several beams the beam
+    carries, for all its expansions, the ensemble's rating of the LM's ending token, so beams stay on one
+    scale. The scorers choose the words, not whether to add one more: scorers that rate text against an input
+    cannot tell a complete answer from a longer one ("yes" against "yes yes")."""
     max_new_tokens: int = 256
     """Budget of generated tokens per beam."""
     stop_strings: tuple[str, ...] = ()
@@ -521,8 +528,15 @@ class CausalLMGenerator(Generator):
             fused = cfg.fusion * shifted + (1 - cfg.fusion) * beam.p_orig
             fused = F.log_softmax(fused, -1)
             ranking = fused.clone()
-            if cfg.rerank_weight:
-                rows = (beam_idx == b).nonzero().flatten()
+            rows = (beam_idx == b).nonzero().flatten()
+            lm_top = int(beam.p_orig.argmax()) if cfg.rerank_weight and cfg.lm_ends and beam.ids else None
+            if lm_top is not None and self._ends(beam, lm_top):
+                # The LM ends this answer: its tokens keep the LM's order, and the beam carries the ensemble's
+                # rating of that ending (the answer as it is), so it stays comparable with reranked beams.
+                hit = (tokens[rows] == lm_top).nonzero().flatten()
+                if len(hit):
+                    ranking += cfg.rerank_weight * float(total[rows][hit[0]])
+            elif cfg.rerank_weight:
                 ranking[tokens[rows].to(ranking.device)] += cfg.rerank_weight * total[rows].to(ranking.device)
             for tok in torch.topk(ranking, cfg.beam_size).indices.tolist():
                 lp = beam.logprob + float(fused[tok])
@@ -561,6 +575,13 @@ class CausalLMGenerator(Generator):
             with torch.no_grad():
                 _, past = kvlib.forward(self.model, torch.tensor([[beam.last] + ids[:-1]], device=self.device), beam.past)
             beam.past, beam.last, beam.ids = kvlib.detach(past), ids[-1], beam.ids + ids
+
+    def _ends(self, beam: Beam, tok: int) -> bool:
+        """True when ``tok`` would finish ``beam`` (end-of-text, a stop string, ``stop_fn``; not the token budget)."""
+        if tok == self.eos_id:
+            return True
+        text = self.text(beam.ids + [tok])
+        return any(s in text for s in self.config.stop_strings) or bool(self.stop_fn and self.stop_fn(text))
 
     def _finished(self, beam: Beam) -> bool:
         if beam.last == self.eos_id or len(beam.ids) >= self.config.max_new_tokens:

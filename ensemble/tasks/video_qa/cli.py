@@ -29,6 +29,10 @@ def add_model_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--aggregate", default="mean", choices=["mean", "max"], help="per-frame similarities → one score")
     p.add_argument("--motion", action=argparse.BooleanOptionalAction, default=True,
                    help="also score motion frames (what changed between sampled frames)")
+    p.add_argument("--answer-end", action=argparse.BooleanOptionalAction,
+                   default=all(kw.get("answer_end", False) for kw in DEFAULT_CLIPS.values()),
+                   help="the CLIPs rate a candidate as the answer it leaves (cut at the punctuation or line break "
+                        "that ends it), so ending the answer competes with continuing it")
     p.add_argument("--mode", default=spec.mode, choices=["zerocap", "magic"],
                    help="zerocap: context gradient steps (the paper); magic: rerank the LM's top-k, no gradient")
     p.add_argument("--answer-prefix", default=spec.answer_prefix,
@@ -44,6 +48,9 @@ def add_model_flags(p: argparse.ArgumentParser) -> None:
     for name, typ in TOKEN_FLAGS.items():
         default = f" (default {DEFAULT_TOKEN[name]})" if name in DEFAULT_TOKEN else ""
         p.add_argument("--" + name.replace("_", "-"), type=typ, default=None, help=f"TokenConfig.{name}{default}")
+    p.add_argument("--lm-ends", action=argparse.BooleanOptionalAction, default=None,
+                   help="TokenConfig.lm_ends: after the first token, where the LM's top token ends the answer the "
+                        f"CLIPs do not rerank (default {DEFAULT_TOKEN.get('lm_ends', False)})")
     p.add_argument("--select-final", action=argparse.BooleanOptionalAction, default=None,
                    help="TokenConfig.select_final: with several beams the CLIPs pick among the finished answers"
                         f" (default {DEFAULT_TOKEN.get('select_final', False)})")
@@ -69,9 +76,9 @@ def spec_from_args(args: argparse.Namespace) -> Any:
     """A :class:`~ensemble.tasks.video_qa.solver.VideoQASpec` from parsed flags."""
     from ensemble.tasks.video_qa.solver import VideoQASpec
 
-    clips = {n: {"model": m, "aggregate": args.aggregate, "motion": args.motion}
+    clips = {n: {"model": m, "aggregate": args.aggregate, "motion": args.motion, "answer_end": args.answer_end}
              for n, m in _pairs(args.clips, "--clips").items()}
-    token = {k: getattr(args, k) for k in (*TOKEN_FLAGS, "select_final") if getattr(args, k, None) is not None}
+    token = {k: getattr(args, k) for k in (*TOKEN_FLAGS, "select_final", "lm_ends") if getattr(args, k, None) is not None}
     return VideoQASpec(lm=args.lm, clips=clips, token=token, mode=args.mode, answer_prefix=args.answer_prefix,
                        frames=args.frames,
                        normalisation=args.normalisation, weights=_pairs(args.weights, "--weights", float), combine=args.combine,
@@ -145,9 +152,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 # -- train ------------------------------------------------------------------------------------------------------
-VIDEO_CLIPS = ("vit", "resnet", "vit4")
-"""The CLIPs ``ensemble train video-clips`` trains by default (the keys of ``models.CHECKPOINTS``; kept here
-so building the parser does not import torch)."""
+VIDEO_CLIPS = ("vit", "vit4")
+"""The CLIPs ``ensemble train video-clips`` trains by default, those of the default ensemble (keys of
+``models.CHECKPOINTS``, which also offers ``resnet``; kept here so building the parser does not import torch)."""
+TRAINABLE_CLIPS = ("vit", "resnet", "vit4")
+"""Every key of ``models.CHECKPOINTS``."""
 
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
@@ -155,10 +164,13 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="training seed (the second CLIP uses seed + 1, the third seed + 2)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     g = p.add_argument_group("video QA CLIPs (ensemble train video-clips)")
-    g.add_argument("--video-clips", default=",".join(VIDEO_CLIPS), help=f"comma-separated, of: {', '.join(VIDEO_CLIPS)}")
-    g.add_argument("--video-clip-steps", type=int, default=200, help="optimiser steps per CLIP")
+    g.add_argument("--video-clips", default=",".join(VIDEO_CLIPS), help=f"comma-separated, of: {', '.join(TRAINABLE_CLIPS)}")
+    g.add_argument("--video-clip-steps", type=int, default=2000,
+                   help="optimiser steps per CLIP (2000: the held-out accuracy's plateau, README)")
     g.add_argument("--video-clip-batch", type=int, default=32, help="easy-VQA questions (+ half as many tabletop questions) per step")
     g.add_argument("--tabletop-clips", type=int, default=1000, help="tabletop training clips rendered (train seeds)")
+    g.add_argument("--video-clip-eval-every", type=int, default=0,
+                   help="log the held-out accuracy every this many steps (0: only at the end)")
 
 
 def train(args: argparse.Namespace) -> int:
@@ -169,7 +181,8 @@ def train(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(getattr(args, "threads", 2))
     cfg = VideoClipTrainConfig(steps=args.video_clip_steps, batch_size=args.video_clip_batch,
-                               tabletop_clips=args.tabletop_clips, seed=getattr(args, "seed", None) or 0)
+                               tabletop_clips=args.tabletop_clips, seed=getattr(args, "seed", None) or 0,
+                               eval_every=args.video_clip_eval_every)
     reports = train_video_clips(cfg, [m.strip() for m in args.video_clips.split(",") if m.strip()])
     for arch, r in reports.items():
         print(f"{arch}: {r['name']} at {r['path']} — train-split held-out answer accuracy {r['heldout']} "
@@ -178,7 +191,7 @@ def train(args: argparse.Namespace) -> int:
 
 
 TRAIN_TARGETS = {
-    "video-clips": ("the video QA task's three small CLIPs (two ViT and a ResNet image tower) on easy-VQA + tabletop clips",
+    "video-clips": ("the video QA task's small CLIPs (two ViT image towers; a ResNet one on request) on easy-VQA + tabletop clips",
                     add_train_arguments, train),
 }
 """``ensemble train`` targets of this task: name → (help, add_arguments, run)."""

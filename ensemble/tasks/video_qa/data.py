@@ -36,6 +36,9 @@ SYNONYMS: dict[str, str] = {
     "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5",
 }
 """Word → canonical word (ActivityNet-QA's answers are short phrases; yes/no dominate)."""
+ANSWER_END_RE = re.compile(r"[\n.,;!?]")
+"""What ends an answer (after its first word): a line break or punctuation — the task's stop rule, and where a
+CLIP stops reading a candidate when it rates the answer as it is (``VideoClipScorer(answer_end=True)``)."""
 _PREFIX_RE = re.compile(r"^(?:the )?answer(?: is)?[: ]+")
 _PUNCT_RE = re.compile(r"[^\w\s]")
 

@@ -7,12 +7,12 @@ normaliser, and exact-match accuracy (as ActivityNet-QA is scored).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from typing import Any
 
 from ensemble.contracts import Item, Task
 from ensemble.tasks.video_qa.data import (
+    ANSWER_END_RE,
     QA,
     ClipConfig,
     activitynet_questions,
@@ -26,14 +26,13 @@ SOURCES = ("easyvqa", "tabletop", "activitynet")
 SYSTEM_PROMPT = ("Answer the question about the video with one or two words only: yes, no, a color, a shape "
                  "or an object.")
 """Instruction for chat models (the LM never sees the video; the scorers do)."""
-_END_RE = re.compile(r"[\n.,;!?]")
 
 
 def answer_finished(text: str) -> bool:
     """The generator's ``stop_fn``: an answer ends at a line break or punctuation after a word, or after
     four words."""
     stripped = text.strip()
-    return bool(stripped) and (bool(_END_RE.search(stripped)) or len(stripped.split()) > 4)
+    return bool(stripped) and (bool(ANSWER_END_RE.search(stripped)) or len(stripped.split()) > 4)
 
 
 class VideoQATask(Task):

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from ensemble.contracts import ScoreOutput, Scorer
+from ensemble.tasks.video_qa.data import ANSWER_END_RE
 
 AGGREGATIONS = ("mean", "max")
 DEFAULT_TEMPLATE = "{question} {answer}"
@@ -53,6 +54,11 @@ class VideoClipScorer(Scorer):
         scale: multiplier of the cosine similarity (CLIP's logit scale is 100).
         template: format string with ``{question}`` and ``{answer}``.
         motion: also embed the motion frames (:func:`motion_frames`).
+        answer_end: rate each candidate as the answer it would leave: its text up to the mark that ends an
+            answer (:data:`~ensemble.tasks.video_qa.data.ANSWER_END_RE`: a line break or punctuation). A
+            candidate token that ends the answer ("," "." a line break; the end-of-text token decodes to
+            nothing) is then rated as the answer as it is, and competes on equal terms with a continuation
+            ("yes" against "yes yes"), instead of as a text ending in punctuation the CLIP never saw.
 
     The context is ``{"question": str, "frames": Tensor[K, 3, H, W] in [0, 1]}``; candidates a list of
     ``N`` answer texts; scores ``[N]``.
@@ -63,7 +69,7 @@ class VideoClipScorer(Scorer):
 
     def __init__(self, model: str | Any = "ViT-B-32/openai", tokenizer: Any = None, device: str = "cpu",
                  aggregate: str = "mean", scale: float = 100.0, template: str = DEFAULT_TEMPLATE,
-                 motion: bool = False) -> None:
+                 motion: bool = False, answer_end: bool = False) -> None:
         if aggregate not in AGGREGATIONS:
             raise ValueError(f"aggregate={aggregate!r} must be one of {', '.join(AGGREGATIONS)}")
         if "{answer}" not in template:
@@ -72,6 +78,7 @@ class VideoClipScorer(Scorer):
 
         self.clip = ClipScorer(model, tokenizer, device=device, input_range=(0.0, 1.0), scale=scale)
         self.aggregate, self.scale, self.template, self.motion = aggregate, scale, template, motion
+        self.answer_end = answer_end
         self.device = self.clip.device
         self._texts: dict[str, torch.Tensor] = {}
         self._frames: tuple[Any, torch.Tensor] | None = None
@@ -105,7 +112,10 @@ class VideoClipScorer(Scorer):
     def texts(self, context: dict[str, Any], candidates: list[str]) -> list[str]:
         """The CLIP texts of ``candidates`` for ``context``'s question."""
         question = str(context.get("question", ""))
-        return [self.template.format(question=question, answer=str(c).strip()).strip() for c in candidates]
+        answers = [str(c).strip() for c in candidates]
+        if self.answer_end:
+            answers = [ANSWER_END_RE.split(a, maxsplit=1)[0].strip() for a in answers]
+        return [self.template.format(question=question, answer=a).strip() for a in answers]
 
     def similarity(self, context: dict[str, Any], candidates: list[str]) -> torch.Tensor:
         """``[N, K']`` cosine similarities of every candidate text with every frame."""
