@@ -578,18 +578,15 @@ class CausalLMGenerator(Generator):
 
     def _ends(self, beam: Beam, tok: int) -> bool:
         """True when ``tok`` would finish ``beam`` (end-of-text, a stop string, ``stop_fn``; not the token budget)."""
-        if tok == self.eos_id:
-            return True
-        text = self.text(beam.ids + [tok])
+        return tok == self.eos_id or self._text_stops(beam.ids + [tok])
+
+    def _text_stops(self, ids: list[int]) -> bool:
+        """True when the decoded ``ids`` hold a stop string or satisfy ``stop_fn``."""
+        text = self.text(ids)
         return any(s in text for s in self.config.stop_strings) or bool(self.stop_fn and self.stop_fn(text))
 
     def _finished(self, beam: Beam) -> bool:
-        if beam.last == self.eos_id or len(beam.ids) >= self.config.max_new_tokens:
-            return True
-        text = self.text(beam.ids)
-        if any(s in text for s in self.config.stop_strings):
-            return True
-        return bool(self.stop_fn and self.stop_fn(text))
+        return beam.last == self.eos_id or len(beam.ids) >= self.config.max_new_tokens or self._text_stops(beam.ids)
 
     def is_done(self, state: TokenState) -> bool:
         """Done when the search is over (:meth:`_search_done`) and no final selection round is due."""

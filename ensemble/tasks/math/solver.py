@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ensemble.config import EnsembleConfig
 from ensemble.contracts import Item, make_row
 from ensemble.eval.beams import ENSEMBLE, LM_ALONE, beam_rows, beam_table_paired, split_system
 from ensemble.eval.guided_lm import GuidedLMSolver
@@ -77,9 +78,7 @@ class EvalSpec:
         unknown = sorted(set(self.scales) - set(self.verifiers))
         if unknown:
             raise ValueError(f"scales name {unknown}, which are not among the verifiers {sorted(self.verifiers)}")
-        bad = {n: c for n, c in self.scales.items() if not 0.0 <= float(c) < float("inf")}
-        if bad:
-            raise ValueError(f"calibration scales must be finite and >= 0, got {bad}")
+        EnsembleConfig(scales={n: float(c) for n, c in self.scales.items()})  # finite and >= 0, or a clear error
         self.beams = tuple(int(b) for b in self.beams)
         if not self.beams or min(self.beams) < 1:
             raise ValueError(f"beams {self.beams}: beam sizes must be >= 1")

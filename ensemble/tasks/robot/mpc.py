@@ -347,6 +347,11 @@ class MPCGenerator(Generator):
         pad = np.full((len(plans), 1, 3), np.nan, dtype=np.float32)
         return np.concatenate([plans.astype(np.float32), pad], axis=1)
 
+    def _radii(self, state: MPCState) -> np.ndarray:
+        """``[K]`` footprint radii of the goal objects, known from their kinds (:func:`placement_radius`)."""
+        names = [n.lower() for n in self.world_model.info()["object_names"]]
+        return np.array([placement_radius(names[o]) for o in state.objects])
+
     def _stabilise(self, state: MPCState, plans: np.ndarray) -> np.ndarray:
         """Snap or push each plan's first target off other objects' rims (see ``stable_placement``).
 
@@ -355,8 +360,7 @@ class MPCGenerator(Generator):
         """
         if not self.stable_placement or state.located is None or len(state.objects) < 2:
             return plans
-        names = [n.lower() for n in self.world_model.info()["object_names"]]
-        radius = np.array([placement_radius(names[o]) for o in state.objects])
+        radius = self._radii(state)
         index = {o: j for j, o in enumerate(state.objects)}
         bound = np.array([WORK_X, WORK_Y])
         out = plans.copy()
@@ -390,8 +394,7 @@ class MPCGenerator(Generator):
         k, bound = len(state.objects), np.array([WORK_X, WORK_Y])
         index = {o: j for j, o in enumerate(state.objects)}
         out = np.empty((len(first), 3), dtype=np.float32)
-        names = [n.lower() for n in self.world_model.info()["object_names"]]
-        radius = np.array([placement_radius(names[o]) for o in state.objects])
+        radius = self._radii(state)
         located = state.located if state.located is not None else np.full((k, 2), np.nan)
         for m, (obj, x, y) in enumerate(first):
             moved = index[int(round(obj))]

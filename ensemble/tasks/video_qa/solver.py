@@ -168,10 +168,10 @@ class VideoQASolver(GuidedLMSolver):
     def ensemble_config(self) -> Any:
         """The spec's combination rule: :meth:`VideoQASpec.ensemble_weights`, and with ``combine="zscore"``
         the ensemble's rating standardised per round."""
-        from ensemble.config import EnsembleConfig
+        from dataclasses import replace
 
-        return EnsembleConfig(weights=self.spec.ensemble_weights(), normalisation=self.spec.normalisation,
-                              standardise_total=self.spec.combine == "zscore")
+        return replace(super().ensemble_config(), weights=self.spec.ensemble_weights(),
+                       standardise_total=self.spec.combine == "zscore")
 
     def generator_hooks(self, tokenizer: Any) -> dict[str, Any]:
         """The task's prompt with the spec's answer prefix, and its stop rule."""
