@@ -159,3 +159,19 @@ def test_a_lit_member_guides_the_lm_in_both_modes_alone_and_in_an_ensemble(tmp_p
     assert all(r["extras"]["mode"] == mode and r["extras"]["rounds"] >= 1 for r in rows.values())
     assert set(rows["ensemble@2"]["scorers"]) == {"clip_lit", "clip_mean"}
     assert any("clip_lit" in rec.scorer_best and not rec.missing for rec in records)
+
+
+@pytest.mark.slow
+def test_the_default_lit_towers_are_the_offline_pretrained_efficientnet_and_minilm():
+    """Real assets: the ImageNet EfficientNet-Lite0 gives 1280-d frame features (different for a red and a blue
+    moving square), MiniLM 2 × 384-d text features, and the heads map both into the shared 256-d space."""
+    from ensemble.models.lit_clip import LitClipConfig, build_lit_clip
+    from ensemble.tasks.video_qa.video_clip import VideoClipScorer, video_slots
+
+    model, tok = build_lit_clip(LitClipConfig())
+    assert (model.image_dim, model.text_dim) == (1280, 768)
+    scorer = VideoClipScorer(model, tok)
+    red, blue = _video((1.0, 0.0, 0.0), moved=True), _video((0.0, 0.0, 1.0), moved=True)
+    feats = model.image_tower_features(scorer.clip.preprocess(torch.cat([video_slots(red), video_slots(blue)])))
+    assert feats.shape == (8, 1280) and not torch.allclose(feats[:4], feats[4:], atol=1e-3)
+    assert model.encode_text(tok(["which object moved? red mug"])).shape == (1, 256)
