@@ -319,11 +319,13 @@ def test_video_clip_training_saves_a_checkpoint_the_scorer_loads_by_name(tmp_pat
 
 def test_the_default_ensemble_is_every_clip_the_train_command_makes_each_its_own_architecture_and_seed():
     from ensemble.tasks.video_qa.cli import TRAINABLE_CLIPS, VIDEO_CLIPS
+    from ensemble.tasks.video_qa.lit_train import LIT_CHECKPOINT
     from ensemble.tasks.video_qa.models import CHECKPOINTS, SEED_OFFSETS, VISION_CFGS, train_video_clips
     from ensemble.tasks.video_qa.solver import DEFAULT_CLIPS
 
-    assert TRAINABLE_CLIPS == tuple(CHECKPOINTS) == tuple(SEED_OFFSETS) == tuple(VISION_CFGS)
-    assert sorted(kw["model"] for kw in DEFAULT_CLIPS.values()) == sorted(CHECKPOINTS[a] for a in VIDEO_CLIPS)
+    assert TRAINABLE_CLIPS == (*CHECKPOINTS, "lit") and tuple(CHECKPOINTS) == tuple(SEED_OFFSETS) == tuple(VISION_CFGS)
+    names = {**CHECKPOINTS, "lit": LIT_CHECKPOINT}
+    assert sorted(kw["model"] for kw in DEFAULT_CLIPS.values()) == sorted(names[a] for a in VIDEO_CLIPS)
     assert len(set(SEED_OFFSETS.values())) == len(SEED_OFFSETS) == 3
     assert len({str(sorted(c.items())) for c in VISION_CFGS.values()}) == 3
     with pytest.raises(ValueError, match="choose from vit, resnet, vit4"):

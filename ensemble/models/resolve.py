@@ -48,7 +48,7 @@ class ResolvedModel:
         source: ``"local"``, ``"hf-cache"``, ``"hub"``, ``"offline-package"``, ``"project-cache"`` or
             ``"tiny"``.
         details: ``format`` (``transformers``, ``transformers-clip``, ``open_clip``,
-            ``open_clip-pretrained``, ``timm``, ``diffusers``) plus source facts (repo id, package, …).
+            ``open_clip-pretrained``, ``lit-clip``, ``timm``, ``diffusers``) plus source facts (repo id, package, …).
     """
 
     name: str
@@ -166,6 +166,8 @@ def infer_format(path: Path) -> str | None:
     """The checkpoint format of a directory, from its config files (``None`` if unrecognised)."""
     if (path / "open_clip_config.json").is_file():
         return "open_clip"
+    if (path / "lit_clip_config.json").is_file():
+        return "lit-clip"
     if (path / "model_index.json").is_file() or (path / "unet" / "config.json").is_file():
         return "diffusers"
     config = _read_json(path / "config.json")
@@ -183,7 +185,7 @@ def infer_format(path: Path) -> str | None:
 def infer_kind(path: Path) -> str | None:
     """The model kind stored in a directory (``None`` if it cannot be told)."""
     fmt = infer_format(path)
-    if fmt in ("open_clip", "transformers-clip"):
+    if fmt in ("open_clip", "transformers-clip", "lit-clip"):
         return "clip"
     if fmt == "diffusers":
         return "diffusion"

@@ -66,15 +66,18 @@ class ClipScorer(Scorer):
                 self._text_cache[text] = F.normalize(self.model.encode_text(tokens).float(), dim=-1)
         return self._text_cache[text]
 
-    def image_features(self, images: torch.Tensor) -> torch.Tensor:
-        """L2-normalised ``[N, D]`` embeddings of ``[N, 3, H, W]`` images in ``input_range``."""
+    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
+        """``[N, 3, H, W]`` images in ``input_range`` → the model's input: resized, normalised, its dtype."""
         lo, hi = self.input_range
         x = (images - lo) / (hi - lo)
         if tuple(x.shape[-2:]) != self.image_size:
             x = F.interpolate(x, size=self.image_size, mode="bilinear", align_corners=False)
         x = (x - self.mean) / self.std
-        dtype = next(self.model.parameters()).dtype
-        return F.normalize(self.model.encode_image(x.to(dtype)).float(), dim=-1)
+        return x.to(next(self.model.parameters()).dtype)
+
+    def image_features(self, images: torch.Tensor) -> torch.Tensor:
+        """L2-normalised ``[N, D]`` embeddings of ``[N, 3, H, W]`` images in ``input_range``."""
+        return F.normalize(self.model.encode_image(self.preprocess(images)).float(), dim=-1)
 
     def score(self, context: Any, candidates: Any, *, need_grad: bool = False) -> ScoreOutput:
         """``scale · cos(image, text)`` per image; the text is ``context`` or ``context["prompt"]``."""

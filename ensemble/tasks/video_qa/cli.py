@@ -152,11 +152,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 # -- train ------------------------------------------------------------------------------------------------------
-VIDEO_CLIPS = ("vit", "vit4")
+VIDEO_CLIPS = ("vit", "vit4", "lit")
 """The CLIPs ``ensemble train video-clips`` trains by default, those of the default ensemble (keys of
-``models.CHECKPOINTS``, which also offers ``resnet``; kept here so building the parser does not import torch)."""
-TRAINABLE_CLIPS = ("vit", "resnet", "vit4")
-"""Every key of ``models.CHECKPOINTS``."""
+``models.CHECKPOINTS``, which also offers ``resnet``, and ``lit``; kept here so building the parser does not import
+torch)."""
+TRAINABLE_CLIPS = ("vit", "resnet", "vit4", "lit")
+"""Every key of ``models.CHECKPOINTS``, and ``lit``: the LiT video CLIP (``lit_train.LIT_CHECKPOINT``: frozen
+pre-trained EfficientNet-Lite0 and MiniLM towers, trained heads)."""
 
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
@@ -171,6 +173,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--tabletop-clips", type=int, default=1000, help="tabletop training clips rendered (train seeds)")
     g.add_argument("--video-clip-eval-every", type=int, default=0,
                    help="log the held-out accuracy every this many steps (0: only at the end)")
+    g.add_argument("--lit-steps", type=int, default=500, help="optimiser steps of the LiT CLIP's heads (--video-clips lit)")
+    g.add_argument("--lit-batch", type=int, default=256, help="easy-VQA questions (+ half as many tabletop) per LiT step")
 
 
 def train(args: argparse.Namespace) -> int:
@@ -180,10 +184,16 @@ def train(args: argparse.Namespace) -> int:
     from ensemble.tasks.video_qa.models import VideoClipTrainConfig, train_video_clips
 
     torch.set_num_threads(getattr(args, "threads", 2))
+    names = [m.strip() for m in args.video_clips.split(",") if m.strip()]
     cfg = VideoClipTrainConfig(steps=args.video_clip_steps, batch_size=args.video_clip_batch,
                                tabletop_clips=args.tabletop_clips, seed=getattr(args, "seed", None) or 0,
                                eval_every=args.video_clip_eval_every)
-    reports = train_video_clips(cfg, [m.strip() for m in args.video_clips.split(",") if m.strip()])
+    reports = train_video_clips(cfg, [m for m in names if m != "lit"]) if [m for m in names if m != "lit"] else {}
+    if "lit" in names:
+        from ensemble.tasks.video_qa.lit_train import LitTrainConfig, train_lit_clip
+
+        reports["lit"] = train_lit_clip(LitTrainConfig(steps=args.lit_steps, batch_size=args.lit_batch,
+                                                       tabletop_clips=args.tabletop_clips, eval_every=args.video_clip_eval_every))
     for arch, r in reports.items():
         print(f"{arch}: {r['name']} at {r['path']} — train-split held-out answer accuracy {r['heldout']} "
               f"({r['steps']} steps, {r['seconds']:.0f} s)")
@@ -191,7 +201,8 @@ def train(args: argparse.Namespace) -> int:
 
 
 TRAIN_TARGETS = {
-    "video-clips": ("the video QA task's small CLIPs (two ViT image towers; a ResNet one on request) on easy-VQA + tabletop clips",
+    "video-clips": ("the video QA task's small CLIPs (two ViT image towers, the LiT CLIP over frozen pre-trained towers; "
+                    "a ResNet one on request) on easy-VQA + tabletop clips",
                     add_train_arguments, train),
 }
 """``ensemble train`` targets of this task: name → (help, add_arguments, run)."""

@@ -8,6 +8,9 @@ tabletop clips):
 * ``video_qa/clip-resnet``: a 32 px ModifiedResNet image tower, seed ``seed + 1``;
 * ``video_qa/clip-vit4``: a 32 px ViT image tower with finer patches (patch 4, width 64, 2 layers), seed ``seed + 2``.
 
+A fourth member is built from *pre-trained* models instead (:mod:`ensemble.tasks.video_qa.lit_train`:
+``video_qa/clip-lit``, frozen EfficientNet-Lite0 and MiniLM towers with trained heads).
+
 All see the **train splits only**: easy-VQA train images (one-frame videos; every tenth image is held out
 to report a train-split accuracy) and tabletop clips rendered from train scene seeds (two frames + their
 motion frames). The objective is the scorer's own use: for a video and a question, the score of each
@@ -131,14 +134,14 @@ def _clip_qas(clips: list[dict[str, Any]]) -> list[tuple[int, str, str]]:
     return out
 
 
-def _easy_vqa_tensors(held_every: int = HELD_OUT_EVERY) -> dict[str, Any]:
-    """easy-VQA train images ``[4000, 3, 32, 32]`` and questions split into training / held-out by image id."""
+def _easy_vqa_tensors(held_every: int = HELD_OUT_EVERY, size: int = IMAGE_SIZE) -> dict[str, Any]:
+    """easy-VQA train images ``[4000, 3, size, size]`` and questions split into training / held-out by image id."""
     import numpy as np
     import torch
     from PIL import Image
 
     questions, answers, image_ids, paths = easy_vqa_all("train")
-    images = torch.from_numpy(np.stack([np.asarray(Image.open(p).convert("RGB").resize((IMAGE_SIZE, IMAGE_SIZE), Image.BILINEAR))
+    images = torch.from_numpy(np.stack([np.asarray(Image.open(p).convert("RGB").resize((size, size), Image.BILINEAR))
                                         for p in paths])).permute(0, 3, 1, 2).float() / 255
     train = [(i, q, a) for q, a, i in zip(questions, answers, image_ids, strict=True) if i % held_every]
     held = [(i, q, a) for q, a, i in zip(questions, answers, image_ids, strict=True) if not i % held_every]

@@ -5,7 +5,9 @@ For the token rule, a candidate is the answer so far plus one candidate token; t
 is ``scale · agg_k cos(frame_k, text)`` with ``agg`` the mean over frames (the default) or the max.
 With ``motion=True`` the frames also include *motion frames* (:func:`motion_frames`: each frame kept
 only where it differs from the one before), so a per-frame model can see what changed — the questions
-whose answers need more than one frame.
+whose answers need more than one frame. A *video model* (one with ``encode_video``, such as the LiT CLIP
+of :mod:`ensemble.models.lit_clip`) instead embeds the whole video once from its :func:`video_slots` (first
+and last frame and their motion frames), and a candidate's score is ``scale · cos(video, text)``.
 
 Scores are not differentiable (the token rule needs ratings of text candidates, not gradients).
 """
@@ -42,18 +44,25 @@ def video_inputs(frames: torch.Tensor, motion: bool) -> torch.Tensor:
     return torch.cat([frames, motion_frames(frames)]) if motion else frames
 
 
+def video_slots(frames: torch.Tensor) -> torch.Tensor:
+    """``[K, 3, H, W]`` → the ``[4, 3, H, W]`` slots a video model (``encode_video``) reads: the first and the
+    last frame and their two motion frames (for a one-frame video: the frame twice and two grey frames)."""
+    ends = torch.cat([frames[:1], frames[-1:]])
+    return torch.cat([ends, motion_frames(ends)])
+
+
 class VideoClipScorer(Scorer):
     """Rates texts (question + answer so far + candidate token) by CLIP similarity to a video's frames.
 
     Args:
         model: an open_clip name (``"ViT-B-32/openai"``, ``"ViT-L-14/openai"``, a project checkpoint such as
-            ``"video_qa/clip-a"``, ``"tiny-clip"``) or a loaded model.
+            ``"video_qa/clip-vit"`` or the LiT video CLIP ``"video_qa/clip-lit"``, ``"tiny-clip"``) or a loaded model.
         tokenizer: its tokenizer, when ``model`` is an object.
         device: torch device.
         aggregate: ``"mean"`` or ``"max"`` of the per-frame similarities.
         scale: multiplier of the cosine similarity (CLIP's logit scale is 100).
         template: format string with ``{question}`` and ``{answer}``.
-        motion: also embed the motion frames (:func:`motion_frames`).
+        motion: also embed the motion frames (:func:`motion_frames`; a video model always reads them).
         answer_end: rate each candidate as the answer it would leave: its text up to the mark that ends an
             answer (:data:`~ensemble.tasks.video_qa.data.ANSWER_END_RE`: a line break or punctuation). A
             candidate token that ends the answer ("," "." a line break; the end-of-text token decodes to
@@ -105,7 +114,11 @@ class VideoClipScorer(Scorer):
         if x.dim() != 4 or x.shape[1] != 3:
             raise ValueError(f"frames must be [K, 3, H, W] in [0, 1], got shape {tuple(x.shape)}")
         with torch.no_grad():
-            feats = self.clip.image_features(video_inputs(x, self.motion))
+            if hasattr(self.clip.model, "encode_video"):  # a video model (LiT CLIP): one embedding per video
+                slots = self.clip.preprocess(video_slots(x))[None]
+                feats = F.normalize(self.clip.model.encode_video(slots).float(), dim=-1)
+            else:
+                feats = self.clip.image_features(video_inputs(x, self.motion))
         self._frames = (frames, feats)
         return feats
 
