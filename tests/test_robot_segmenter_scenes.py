@@ -41,7 +41,8 @@ def test_scene_option_helpers_and_validation():
 
     with pytest.raises(ValueError, match="pair_scenes"):
         SegmenterTrainConfig(pair_scenes=-0.1)
-    assert SegmenterTrainConfig().scene_options.rim_moves > 0  # the default trains on hard scenes
+    assert SegmenterTrainConfig().scene_options == PLAIN  # the default checkpoint's scenes
+    assert SegmenterTrainConfig(rim_moves=0.6).scene_options.rim_moves == 0.6
 
 
 def test_scene_restricted_iou_only_predicts_the_scenes_objects():

@@ -114,7 +114,7 @@ class RobotSettings:
     cem_explore: float = 0.25
     relation_margin: float = 0.08
     stable_placement: bool = True
-    hidden_under_stack: bool | str = "always"
+    hidden_under_stack: bool | str = "beneath"
     lookahead: float = 0.5
     threads: int = 1
 

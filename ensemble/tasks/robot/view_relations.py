@@ -7,6 +7,7 @@ ensemble is the sum of one such scorer per camera view.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import torch
@@ -27,6 +28,16 @@ from ensemble.tasks.robot.world_model import Outcome
 
 TOP_DOWN_CAMERAS = ("top",)
 """Cameras that look straight down (judge "on top of" by alignment only)."""
+
+
+def _seen_elsewhere(others: list[dict], hidden: str, upper: str) -> bool:
+    """Evidence of rule ``seen``: another view's masks show ``hidden``."""
+    return any(v.get(hidden) is not None for v in others)
+
+
+def _seen_beneath_elsewhere(others: list[dict], hidden: str, upper: str) -> bool:
+    """Evidence of rule ``beneath``: another (side) view shows ``hidden`` beneath ``upper``."""
+    return any(seen_beneath(v.get(upper), v.get(hidden)) for v in others)
 
 
 class ViewRelationsScorer(Scorer):
@@ -64,7 +75,7 @@ class ViewRelationsScorer(Scorer):
         margin: float = 0.08,
         top_down: bool | None = None,
         largest_component: bool | None = None,
-        hidden_under_stack: bool | str = "always",
+        hidden_under_stack: bool | str = "beneath",
     ) -> None:
         if margin < 0:
             raise ValueError(f"margin={margin} must be >= 0 (image widths)")
@@ -112,15 +123,10 @@ class ViewRelationsScorer(Scorer):
         for camera in others if need else []:
             for i, masks in zip(need, self.segmenter.segment_many([outcomes[i] for i in need], camera), strict=True):
                 elsewhere[i].append(self._stats(masks))
+        check = _seen_elsewhere if self.hidden_under_stack == "seen" else _seen_beneath_elsewhere
         out = list(views)
         for i in need:
-            if self.hidden_under_stack == "seen":
-                def confirmed(hidden: str, upper: str, seen: list = elsewhere[i]) -> bool:
-                    return any(v.get(hidden) is not None for v in seen)
-            else:
-                def confirmed(hidden: str, upper: str, seen: list = elsewhere[i]) -> bool:
-                    return any(seen_beneath(v.get(upper), v.get(hidden)) for v in seen)
-            out[i] = fill_hidden(views[i], relations, confirmed)
+            out[i] = fill_hidden(views[i], relations, partial(check, elsewhere[i]))
         return out
 
     def score(self, context: Any, candidates: Any, *, need_grad: bool = False) -> ScoreOutput:
