@@ -233,6 +233,51 @@ def test_hidden_base_of_a_goal_stack_is_judged_under_its_top():
     assert max(raw) >= 0.5
 
 
+def _stack_outcome(front_stacked: bool):
+    """Top view: only the green mug (the green bowl missed or hidden); front view: the bowl beneath the
+    mug (a finished stack) or beside it (a segmentation miss in the top view)."""
+    from ensemble.tasks.robot.world_model import Outcome
+
+    top, front = np.full((16, 16), -1, np.int32), np.full((16, 16), -1, np.int32)
+    top[6:10, 6:10] = 0
+    if front_stacked:
+        front[3:7, 6:10], front[7:12, 4:12] = 0, 1
+    else:
+        front[7:12, 1:5], front[7:12, 9:15] = 0, 1
+    return Outcome(segmentation={"top": top, "front": front}, object_names=["green mug", "green bowl"])
+
+
+@pytest.mark.parametrize("rule, stacked, beside", [
+    ("always", 0.0, 0.0),  # the third pass's rule: a missed base is always under the stack
+    ("seen", 0.0, 0.0),  # the front view shows the bowl either way
+    ("beneath", 0.0, 0.125),  # filled only when a side view shows the bowl under the mug
+    ("off", 0.125, 0.125),
+])
+def test_hidden_base_rule_asks_the_other_views_for_evidence(rule, stacked, beside):
+    goal = {"relations": [("on top of", "green mug", "green bowl")]}
+    scorer = ViewRelationsScorer("top", "simulator", hidden_under_stack=rule)
+    energies = scorer.energies(goal, [_stack_outcome(True), _stack_outcome(False)])
+    assert energies == pytest.approx([stacked, beside])
+    alone = _stack_outcome(False)
+    alone.segmentation.pop("front")  # a one-camera system has no view to ask: the base is assumed unless off
+    assert scorer.energies(goal, [alone]) == pytest.approx([0.125 if rule == "off" else 0.0])
+
+
+def test_hidden_base_rule_helpers():
+    from ensemble.tasks.robot.spatial import MaskStats, fill_hidden, hidden_bases, hidden_rule, seen_beneath
+
+    goal = [NamedRelation("on top of", "yellow mug", "green mug"), NamedRelation("on top of", "green mug", "red bowl")]
+    mug = MaskStats(0.5, 0.3, 0.45, 0.55, 0.25, 0.35, 20)
+    assert hidden_bases({"yellow mug": mug}, goal) == {"green mug": "yellow mug", "red bowl": "yellow mug"}
+    only = fill_hidden({"yellow mug": mug}, goal, confirmed=lambda hidden, upper: hidden == "green mug")
+    assert only["green mug"] == mug and only.get("red bowl") is None
+    under = MaskStats(0.5, 0.5, 0.35, 0.65, 0.4, 0.6, 40)
+    assert seen_beneath(mug, under) and not seen_beneath(under, mug) and not seen_beneath(mug, None)
+    assert hidden_rule(True) == "always" and hidden_rule(False) == "off"
+    with pytest.raises(ValueError, match="beneath"):
+        hidden_rule("sometimes")
+
+
 def test_stable_placement_stacks_where_a_rim_release_topples(world):
     from ensemble.tasks.robot.mpc import placement_radius, stable_target
 

@@ -41,6 +41,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     pp = targets.add_parser("robot-planner", help="one MPC control step per goal: random shooting vs CEM variants")
     bench_planner.add_arguments(pp)
     pp.set_defaults(func=bench_planner.run)
+    from ensemble.tasks.robot import bench_segmenter
+
+    sp = targets.add_parser("robot-segmenter", help=bench_segmenter.HELP)
+    bench_segmenter.add_arguments(sp)
+    sp.set_defaults(func=bench_segmenter.run)
     ep = targets.add_parser("eval", help="evaluation on Ray: items/s with 2 solver workers vs 1, Ray Data vs actors")
     bench_eval.add_arguments(ep)
     ep.set_defaults(func=bench_eval.run)

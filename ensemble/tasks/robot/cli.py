@@ -10,6 +10,7 @@ import argparse
 from typing import Any
 
 from ensemble.tasks.robot.solver import VIEW_SETS, RobotSettings
+from ensemble.tasks.robot.spatial import HIDDEN_RULES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,9 +29,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="let the planner release objects on another object's rim (they topple; the earlier planner)")
     parser.add_argument("--lookahead", type=float, default=RobotSettings.lookahead,
                         help="fraction of the planner's fresh plans that are two actions (0: one action each)")
-    parser.add_argument("--no-hidden-under-stack", dest="hidden_under_stack", action="store_false",
-                        help="view scorers judge an object a view does not show as missing, even under a goal stack "
-                             "(the earlier scorer)")
+    parser.add_argument("--hidden-under-stack", default=RobotSettings.hidden_under_stack, choices=list(HIDDEN_RULES),
+                        help="when a view scorer takes an object it does not show to be under the goal object stacked "
+                             "on it: always, seen (another view shows it), beneath (another side view shows it "
+                             "beneath that object), off")
+    parser.add_argument("--no-hidden-under-stack", dest="hidden_under_stack", action="store_const", const="off",
+                        help="the same as --hidden-under-stack off (the second pass's scorer)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads of each solver process")
     parser.add_argument("--segmenter-model", default="robot/segformer-tabletop",
                         help="SegFormer of the learned-segmenter systems: project checkpoint name or directory "
@@ -152,6 +156,14 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", default=d.name, help="project checkpoint name to save as")
     p.add_argument("--seed", type=int, default=0, help="training seed")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--pair-scenes", type=float, default=d.pair_scenes,
+                   help="probability a training scene is two same-colour bowl/mug pairs (0: random objects)")
+    p.add_argument("--partner-moves", type=float, default=d.partner_moves,
+                   help="probability a move onto another object picks the same-colour partner")
+    p.add_argument("--rim-moves", type=float, default=d.rim_moves,
+                   help="probability a move onto another object releases on its rim (objects lean or topple)")
+    p.add_argument("--onto-moves", type=float, default=d.onto_moves, help="probability a random move goes onto another object")
+    p.add_argument("--max-moves", type=int, default=d.max_moves, help="random moves per training scene, 0 to this many")
 
 
 def train(args: argparse.Namespace) -> int:
@@ -162,10 +174,13 @@ def train(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(args.threads)
     cfg = SegmenterTrainConfig(scenes=args.scenes, heldout_scenes=args.heldout_scenes, steps=args.steps,
-                               batch_size=args.batch_size, lr=args.lr, size=args.size, name=args.name, seed=args.seed)
+                               batch_size=args.batch_size, lr=args.lr, size=args.size, name=args.name, seed=args.seed,
+                               pair_scenes=args.pair_scenes, partner_moves=args.partner_moves, rim_moves=args.rim_moves,
+                               onto_moves=args.onto_moves, max_moves=args.max_moves)
     r = train_segmenter(cfg)
     print("held-out IoU per class: " + ", ".join(f"{c} {v:.3f}" for c, v in r["heldout_iou"].items()))
-    print(f"mIoU over objects {r['heldout_miou_objects']:.3f}, over all classes {r['heldout_miou_all']:.3f}; "
+    print("restricted to each scene's objects: " + ", ".join(f"{c} {v:.3f}" for c, v in r["heldout_iou_scene_objects"].items()))
+    print(f"mIoU over objects {r['heldout_miou_objects']:.3f} ({r['heldout_miou_scene_objects']:.3f} restricted), over all classes {r['heldout_miou_all']:.3f}; "
           f"{r['parameters']} parameters; {r['seconds']:.0f} s ({r['render_seconds']:.0f} s rendering); saved {r['path']}")
     return 0
 

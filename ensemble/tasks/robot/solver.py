@@ -90,8 +90,10 @@ class RobotSettings:
             them clear (:class:`~ensemble.tasks.robot.mpc.MPCGenerator`; chosen on tuning seeds, README).
         relation_margin: the view scorers' left/right margin in image widths (0.08: a robust gap; the
             environment's 4 cm is about 0.03; chosen on tuning seeds, README).
-        hidden_under_stack: the view scorers judge an object a view does not show where the goal object
-            stacked on it is seen (a finished stack hides its base from above; chosen on tuning seeds, README).
+        hidden_under_stack: when the view scorers judge an object a view does not show where the goal
+            object stacked on it is seen (a finished stack hides its base from above): a rule of
+            :data:`~ensemble.tasks.robot.spatial.HIDDEN_RULES` (``True`` = ``"always"``, the third pass's
+            rule; ``False`` = ``"off"``; chosen on tuning seeds, README).
         lookahead: fraction of the planner's fresh plans that are two actions (the first executed, the
             second proposed again next step; :class:`~ensemble.tasks.robot.mpc.MPCGenerator`; 0.5, chosen
             on tuning seeds, README; 0 is the earlier one-action planner).
@@ -112,11 +114,14 @@ class RobotSettings:
     cem_explore: float = 0.25
     relation_margin: float = 0.08
     stable_placement: bool = True
-    hidden_under_stack: bool = True
+    hidden_under_stack: bool | str = "beneath"
     lookahead: float = 0.5
     threads: int = 1
 
     def __post_init__(self) -> None:
+        from ensemble.tasks.robot.spatial import hidden_rule
+
+        self.hidden_under_stack = hidden_rule(self.hidden_under_stack)
         if self.views not in VIEW_SETS:
             raise ValueError(f"views={self.views} must be one of {sorted(VIEW_SETS)}")
         if min(self.candidates, self.iterations, self.max_steps) < 1:
@@ -192,8 +197,9 @@ class RobotSolver(Solver):
         config = self.configs[system]
         if config.scorer == "views":  # the view scorers' margin; RGB masks judged by their largest component
             budget["relations"] = {"margin": self.settings.relation_margin, "largest_component": config.segmenter != "simulator"}
-            if self.settings.hidden_under_stack:  # absent from the hash when off: earlier rows keep theirs
-                budget["relations"]["hidden_under_stack"] = True
+            rule = self.settings.hidden_under_stack  # absent when off, True when always: earlier rows keep theirs
+            if rule != "off":
+                budget["relations"]["hidden_under_stack"] = True if rule == "always" else rule
         if config.segmenter == "learned":  # a retrained segmenter is another system
             from ensemble.models import checkpoint_fingerprint
 

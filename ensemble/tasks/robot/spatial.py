@@ -19,6 +19,7 @@ camera in front confuses "behind" with "on top of", which is why the ensemble su
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -157,34 +158,89 @@ def relation_energy(
     return float(0.5 * align + 0.25 * above + 0.25 * contact)
 
 
-def fill_hidden(stats: dict[str, MaskStats | None], relations: list[NamedRelation]) -> dict[str, MaskStats | None]:
-    """Stand in for objects the view does not show with the goal object stacked on them.
+HIDDEN_RULES: tuple[str, ...] = ("always", "seen", "beneath", "off")
+"""When a view takes an object it does not show to be the hidden base of a goal stack (:func:`fill_hidden`):
+``always`` (whenever the goal stacks a shown object on it), ``seen`` (only when another view shows the
+object), ``beneath`` (only when another side view shows it beneath that object: :func:`seen_beneath`),
+``off`` (never)."""
 
-    A finished stack hides its lower objects from a camera above it (the top view of "A on top of B"
-    shows only A). An object with no mask in this view whose goal puts another object on top of it
-    (directly or through a chain of "on top of") is judged where the nearest visible object of that
-    chain is: it would lie right beneath it. Objects with a mask, or with no visible object stacked on
-    them by the goal, are left as they are.
+
+def hidden_rule(value: bool | str) -> str:
+    """A hidden-base rule of :data:`HIDDEN_RULES` (``True``: ``"always"``,
+    ``False``: ``"off"``).
+
+    Raises:
+        ValueError: for any other value.
+    """
+    if isinstance(value, bool):
+        return "always" if value else "off"
+    if value not in HIDDEN_RULES:
+        raise ValueError(f"hidden_under_stack={value!r} must be one of {', '.join(HIDDEN_RULES)} (or a bool)")
+    return value
+
+
+def hidden_bases(stats: dict[str, MaskStats | None], relations: list[NamedRelation]) -> dict[str, str]:
+    """Objects a view does not show on which the goal stacks an object the view does show.
+
+    Follows "on top of" chains upward: with "A on top of B; B on top of C" and only A shown, both B and
+    C map to A (they would lie right beneath it).
 
     Args:
         stats: object name -> its mask statistics in this view (``None`` or absent: not seen).
         relations: the goal.
 
     Returns:
-        A copy of ``stats`` with the hidden stacked objects filled in.
+        hidden object name -> name of the nearest shown object stacked above it by the goal.
     """
     above = {r.reference: r.subject for r in relations if r.kind == ON_TOP_OF}
-    out = dict(stats)
-    for name in {n for r in relations for n in (r.subject, r.reference)}:
-        if out.get(name) is not None:
+    out = {}
+    for name in sorted({n for r in relations for n in (r.subject, r.reference)}):
+        if stats.get(name) is not None:
             continue
         seen, cur = {name}, above.get(name)
         while cur is not None and cur not in seen and stats.get(cur) is None:
             seen.add(cur)
             cur = above.get(cur)
         if cur is not None and cur not in seen:
-            out[name] = stats[cur]
+            out[name] = cur
     return out
+
+
+def fill_hidden(
+    stats: dict[str, MaskStats | None], relations: list[NamedRelation], confirmed: Callable[[str, str], bool] | None = None,
+) -> dict[str, MaskStats | None]:
+    """Stand in for objects the view does not show with the goal object stacked on them.
+
+    A finished stack hides its lower objects from a camera above it (the top view of "A on top of B"
+    shows only A). An object with no mask in this view whose goal puts another object on top of it
+    (directly or through a chain of "on top of") is judged where the nearest visible object of that
+    chain is (:func:`hidden_bases`): it would lie right beneath it. Objects with a mask, or with no
+    visible object stacked on them by the goal, are left as they are.
+
+    Args:
+        stats: object name -> its mask statistics in this view (``None`` or absent: not seen).
+        relations: the goal.
+        confirmed: ``(hidden, upper) -> bool``, the evidence that ``hidden`` is really under ``upper``
+            (e.g. another view shows it there); ``None``: always assumed. A segmentation miss and an
+            occlusion look the same in one view, so without evidence a missed object of an unfinished
+            stack is judged finished.
+
+    Returns:
+        A copy of ``stats`` with the hidden stacked objects filled in.
+    """
+    out = dict(stats)
+    for name, upper in hidden_bases(stats, relations).items():
+        if confirmed is None or confirmed(name, upper):
+            out[name] = stats[upper]
+    return out
+
+
+def seen_beneath(upper: MaskStats | None, lower: MaskStats | None) -> bool:
+    """Whether a side view shows ``lower`` beneath ``upper``: both seen, ``upper``'s centroid within
+    ``lower``'s horizontal extent and higher in the image than ``lower``'s."""
+    if upper is None or lower is None:
+        return False
+    return lower.left <= upper.cx <= lower.right and upper.cy < lower.cy
 
 
 def relation_weights(relations: list[NamedRelation]) -> list[float]:

@@ -122,7 +122,7 @@ class RobotTask(Task):
 
 def view_scorers(
     cameras: list[str] | tuple[str, ...], segmenter: Any = "learned", margin: float | None = None,
-    hidden_under_stack: bool = True,
+    hidden_under_stack: bool | str = "beneath",
 ) -> dict[str, Any]:
     """One ``view_relations`` scorer per camera, named ``view_<camera>`` (the paper's per-view ensemble);
     ``margin``: their left/right margin in image widths (default: the scorer's); ``hidden_under_stack``:
