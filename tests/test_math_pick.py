@@ -150,6 +150,8 @@ def test_pick_systems_share_the_samples_and_the_scorer_decides(tiny_lm):
     rows = {s: ev.solve(item, s) for s in ("pick_lm@4", "pick_long@4", "pick_short@4", "pick_ensemble@4")}
     answers = rows["pick_long@4"]["extras"]["answers"]
     assert all(r["extras"]["answers"] == answers for r in rows.values())  # one sampling, shared
+    sample_s = rows["pick_lm@4"]["extras"]["sample_s"]
+    assert all(r["timings"]["seconds"] >= sample_s - 1e-3 for r in rows.values())  # each row costs the sampling
     outputs = ev._pick._last[1]
     assert len(outputs) == 4 and len({len(o) for o in outputs}) > 1
     assert rows["pick_long@4"]["extras"]["output"] == max(outputs, key=len)

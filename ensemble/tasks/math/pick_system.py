@@ -5,7 +5,8 @@ one) and lets ``<member>`` pick among them (:mod:`ensemble.tasks.math.pick`): ``
 majority vote over the answers (no scorer; self-consistency); ``pick_<scorer>`` — that one scorer;
 ``pick_ensemble`` — every scorer, z-scored, calibrated, summed. All systems of one problem and seed share the
 same K samples (drawn once, kept for the next system), so their rows are paired and the sampling is paid once;
-each row records the seconds it cost itself and the shared sampling seconds (``extras.sample_s``).
+each row's seconds are what the system costs on its own — the sampling (``extras.sample_s``, also when another
+system of the problem drew the samples) plus its own rating and pick.
 """
 
 from __future__ import annotations

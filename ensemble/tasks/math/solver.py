@@ -237,8 +237,11 @@ class MathEvaluator(GuidedLMSolver):
         if getattr(self, "_pick", None) is None:
             self._pick = PickRunner(self)
         start = time.perf_counter()
+        before = self._pick._last
         output, scorers, extras = self._pick.solve(item, base, k, seed)
         seconds = time.perf_counter() - start
+        if self._pick._last is before:  # another system drew the samples: count their cost too
+            seconds += extras["sample_s"]
         answer = self.task.answer(output, item)
         extras.update(base=base, beam=k, output=output, target=item.target, tokens=self.n_tokens(output))
         return make_row(item, system, self.config_hash(system), seed, answer, self.task.metric(answer, item),
