@@ -471,7 +471,8 @@ def test_results_of_a_retrained_checkpoint_never_count_for_the_new_one(tmp_path,
     (ck / "config.json").write_text('{"metrics": {"held_out_auc": 0.8}}')  # retrained under the same name
     second = {s: spec.hash(s, 1) for s in spec.bases()}
     changed = {s for s in first if first[s] != second[s]}
-    assert changed == {"numeric_verifier", "ensemble"}  # the LM alone and the other verifier keep theirs
+    # the LM alone and the other verifier keep theirs, at the token level and picking among K solutions
+    assert changed == {"numeric_verifier", "ensemble", "pick_numeric_verifier", "pick_ensemble"}
 
 
 def test_lm_alone_results_are_shared_across_guidance_settings():

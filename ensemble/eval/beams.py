@@ -6,7 +6,7 @@ system. Their table compares every guided system with the LM alone at the same b
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ensemble.eval.table import markdown_table, mean_ci
@@ -30,11 +30,18 @@ def split_system(system: str, bases: Sequence[str]) -> tuple[str, int]:
     return base, size
 
 
-def beam_rows(rows: Sequence[dict[str, Any]], systems: Sequence[str], tokens: bool = False) -> list[list[Any]]:
+def same_beam_lm(system: str) -> str:
+    """The LM-alone system a guided system is compared with: the LM at the same beam size."""
+    return f"{LM_ALONE}@{system.partition('@')[2] or 1}"
+
+
+def beam_rows(rows: Sequence[dict[str, Any]], systems: Sequence[str], tokens: bool = False,
+              reference: Callable[[str], str] = same_beam_lm) -> list[list[Any]]:
     """Table rows ``[base, beam, n, accuracy % ± CI, won / lost vs the LM alone, seconds/item(, tokens/s)]``.
 
-    "won / lost" counts the items a guided system solved where the LM alone (same beam) failed, and
-    failed where it solved, over the items both ran ("–" for the LM itself or without LM rows).
+    "won / lost" counts the items a guided system solved where the LM alone (``reference(system)``, by
+    default the same beam) failed, and failed where it solved, over the items both ran ("–" for the LM
+    itself or without LM rows).
     """
     table = []
     for system in systems:
@@ -42,7 +49,7 @@ def beam_rows(rows: Sequence[dict[str, Any]], systems: Sequence[str], tokens: bo
         sel = [r for r in rows if r["system"] == system]
         if not sel:
             continue
-        lm = {r["item_id"]: r["metric"] for r in rows if r["system"] == f"{LM_ALONE}@{beam or 1}"}
+        lm = {r["item_id"]: r["metric"] for r in rows if r["system"] == reference(system)}
         n = len(sel)
         mean, half = mean_ci([r["metric"] for r in sel])
         secs = sum(r["timings"]["seconds"] for r in sel)
@@ -57,10 +64,11 @@ def beam_rows(rows: Sequence[dict[str, Any]], systems: Sequence[str], tokens: bo
     return table
 
 
-def beam_table(rows: Sequence[dict[str, Any]], systems: Sequence[str], noun: str = "items", tokens: bool = False) -> str:
+def beam_table(rows: Sequence[dict[str, Any]], systems: Sequence[str], noun: str = "items", tokens: bool = False,
+               reference: Callable[[str], str] = same_beam_lm) -> str:
     """Markdown of :func:`beam_rows`; ``noun`` names the items (problems, questions)."""
     header = ["system", "beam", noun, "accuracy % (95 % CI)", "won / lost vs LM alone", f"s / {noun.rstrip('s')}"]
-    return markdown_table(header + (["tokens / s"] if tokens else []), beam_rows(rows, systems, tokens))
+    return markdown_table(header + (["tokens / s"] if tokens else []), beam_rows(rows, systems, tokens, reference))
 
 
 def beam_pairs(systems: Sequence[str]) -> list[tuple[str, str]]:

@@ -62,6 +62,18 @@ def add_model_flags(p: argparse.ArgumentParser) -> None:
     for name, typ in TOKEN_FLAGS.items():
         flag = "--" + name.replace("_", "-")
         p.add_argument(flag, type=typ, default=DEFAULTS.get(name), help=f"TokenConfig.{name}")
+    add_pick_flags(p)
+
+
+def add_pick_flags(p: argparse.ArgumentParser) -> None:
+    """Flags of the solution-level systems ``pick_<base>@K`` (:class:`~ensemble.tasks.math.pick_system.PickSpec`)."""
+    p.add_argument("--pick-temperature", type=float, default=0.7,
+                   help="pick_…@K systems: sampling temperature of the K − 1 sampled solutions (row 0 is greedy)")
+    p.add_argument("--pick-combine", default="vote", choices=["vote", "best"],
+                   help="pick_…@K systems: rating-weighted vote over answers, or the best-rated solution")
+    p.add_argument("--pick-scales", default="", metavar="calibration|DIR",
+                   help="pick_…@K systems: calibration scales fitted by `ensemble train pick-calibration` "
+                        "('calibration' or its directory; default: every scale 1)")
 
 
 def spec_from_args(args: argparse.Namespace) -> Any:
@@ -93,7 +105,25 @@ def spec_from_args(args: argparse.Namespace) -> Any:
     return EvalSpec(lm=args.lm, verifiers={n: overrides.get(n, {}) for n in names}, token=token,
                     task={"annotations": args.annotations, "shots": args.shots}, device=args.device, threads=args.threads, weights=weights,
                     normalisation=getattr(args, "normalisation", "none"),
-                    scales=_scales(getattr(args, "scales", ""), names))
+                    scales=_scales(getattr(args, "scales", ""), names), pick=_pick(args, names))
+
+
+def _pick(args: argparse.Namespace, names: list[str]) -> dict[str, Any]:
+    """The :class:`~ensemble.tasks.math.pick_system.PickSpec` fields of ``--pick-…`` flags (scales kept to the
+    verifiers in use)."""
+    pick: dict[str, Any] = {"temperature": getattr(args, "pick_temperature", 0.7),
+                            "combine": getattr(args, "pick_combine", "vote")}
+    text = getattr(args, "pick_scales", "").strip()
+    if text:
+        from ensemble.tasks.math.pick_calibrate import DEFAULT_NAME, load_pick_scales
+
+        scales = load_pick_scales(DEFAULT_NAME if text == "calibration" else text)
+        pick["scales"] = {m: {n: c for n, c in s.items() if n in names} for m, s in scales.items()
+                          if m == "ensemble" or m in names}
+        if "ensemble" in scales and set(scales["ensemble"]) != set(names):
+            raise ValueError(f"--pick-scales {text!r} fitted the ensemble of {sorted(scales['ensemble'])}, not of "
+                             f"--verifiers {names}; refit with `ensemble train pick-calibration --verifiers …`")
+    return pick
 
 
 def _scorer_options(items: list[str], names: list[str]) -> list[tuple[str, str, Any]]:

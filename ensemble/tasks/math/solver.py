@@ -2,7 +2,9 @@
 
 A *system* is ``"<base>@<beam>"``: the base is ``"lm"`` (the LM alone, same beam search and
 calculator), a verifier scorer name (the LM guided token by token by that one verifier) or
-``"ensemble"`` (by all verifiers); the beam size is part of the system (``"ensemble@5"``). An
+``"ensemble"`` (by all verifiers); the beam size is part of the system (``"ensemble@5"``). The
+solution-level systems ``"pick_<base>@<K>"`` (:mod:`ensemble.tasks.math.pick_system`) instead sample K whole
+solutions and let the base pick one. An
 :class:`EvalSpec` is the solver's small picklable settings; :class:`MathEvaluator` builds the models
 from it where it runs (once) and solves one item per call into a row of the one format
 (:func:`ensemble.contracts.make_row`).
@@ -16,7 +18,7 @@ from typing import Any
 
 from ensemble.config import EnsembleConfig
 from ensemble.contracts import Item, make_row
-from ensemble.eval.beams import ENSEMBLE, LM_ALONE, beam_rows, beam_table_paired, split_system
+from ensemble.eval.beams import ENSEMBLE, LM_ALONE, beam_rows, split_system
 from ensemble.eval.guided_lm import GuidedLMSolver
 from ensemble.results import config_hash
 from ensemble.tasks.math.task import DEFAULT_LM, DEFAULT_SHOTS
@@ -48,6 +50,8 @@ class EvalSpec:
             development problems by ``ensemble train calibration``), applied in every system that uses the
             verifier; a missing name: 1.0.
         beams: the beam sizes of the default systems.
+        pick: :class:`~ensemble.tasks.math.pick_system.PickSpec` fields of the solution-level systems
+            (``pick_<base>@K``: sampling temperature, how the combined rating picks, calibration scales).
         device: torch device.
         threads: torch intra-op threads (``None``: leave as is).
     """
@@ -62,6 +66,7 @@ class EvalSpec:
     normalisation: str = "none"
     scales: dict[str, float] = field(default_factory=dict)
     beams: tuple[int, ...] = (1, 5)
+    pick: dict[str, Any] = field(default_factory=dict)
     device: str = "cpu"
     threads: int | None = None
 
@@ -82,14 +87,21 @@ class EvalSpec:
         self.beams = tuple(int(b) for b in self.beams)
         if not self.beams or min(self.beams) < 1:
             raise ValueError(f"beams {self.beams}: beam sizes must be >= 1")
+        from ensemble.tasks.math.pick_system import PickSpec
+
+        PickSpec(**self.pick)  # a clear error for a bad solution-level setting
 
     def bases(self) -> list[str]:
-        """The base systems: the LM alone, each verifier, the ensemble."""
-        return [LM_ALONE, *self.verifiers, ENSEMBLE]
+        """The base systems: the LM alone, each verifier, the ensemble, and each of them picking among K
+        sampled solutions (``pick_…``; :meth:`systems` lists only the token-level ones)."""
+        from ensemble.tasks.math.pick_system import PICK_PREFIX
+
+        token_level = [LM_ALONE, *self.verifiers, ENSEMBLE]
+        return token_level + [PICK_PREFIX + b for b in token_level]
 
     def systems(self) -> list[str]:
-        """The default systems: every base at every beam size of :attr:`beams`."""
-        return [f"{base}@{beam}" for beam in self.beams for base in self.bases()]
+        """The default systems: every token-level base at every beam size of :attr:`beams`."""
+        return [f"{base}@{beam}" for beam in self.beams for base in [LM_ALONE, *self.verifiers, ENSEMBLE]]
 
     def check_systems(self, systems: Sequence[str]) -> None:
         """Raise a clear error for a system this spec cannot run (a base at any beam size is fine)."""
@@ -100,8 +112,11 @@ class EvalSpec:
         """Config hash of one (system, beam) evaluation: names, settings and the content fingerprints of
         project checkpoints (device and threads excluded)."""
         from ensemble.models import checkpoint_fingerprint
+        from ensemble.tasks.math.pick_system import is_pick
         from ensemble.tasks.math.verifiers.checkpoint import verifier_checkpoint
 
+        if is_pick(system):
+            return self.pick_hash(system, beam)
         used = self.verifiers if system == ENSEMBLE else {k: v for k, v in self.verifiers.items() if k == system}
         # Project checkpoints are identified by content too: retraining one under the same name must
         # not let its old results count for the new model.
@@ -127,6 +142,30 @@ class EvalSpec:
                             "versions": versions, **extra,
                             "normalisation": self.normalisation if system == ENSEMBLE else None,
                             "system": system, "beam": beam})
+
+    def pick_hash(self, system: str, k: int) -> str:
+        """Config hash of a solution-level system ``pick_<base>@k``: the LM, its sampling, the picking
+        member's verifiers, weights and scales, and how it combines."""
+        from ensemble.models import checkpoint_fingerprint
+        from ensemble.tasks.math.pick_system import PickSpec, member
+        from ensemble.tasks.math.verifiers.checkpoint import verifier_checkpoint
+
+        name = member(system)
+        used = {} if name == LM_ALONE else self.verifiers if name == ENSEMBLE else {name: self.verifiers[name]}
+        versions = {"lm": checkpoint_fingerprint(self.lm)}
+        for n, kwargs in used.items():
+            checkpoint = verifier_checkpoint(n, kwargs)
+            versions[n] = checkpoint_fingerprint(str(checkpoint)) if checkpoint else None
+        pick = PickSpec(**self.pick)
+        settings = {"temperature": pick.temperature, "top_p": pick.top_p,
+                    "max_new_tokens": self.token.get("max_new_tokens", 256)}
+        if used:
+            settings.update(combine=pick.combine, per_char=sorted(n for n in pick.per_char if n in used),
+                            scales=dict(sorted(pick.scales.get(name, {}).items())))
+        if name == ENSEMBLE and self.weights:
+            settings["weights"] = dict(sorted(self.weights.items()))
+        return config_hash({"lm": self.lm, "verifiers": used, "task": self.task, "versions": versions,
+                            "pick": settings, "system": system, "k": k})
 
 
 class MathEvaluator(GuidedLMSolver):
@@ -162,6 +201,12 @@ class MathEvaluator(GuidedLMSolver):
         guided systems ``rounds``, and with a final selection round ``final_changed`` (the verifiers
         picked another finished beam than the LM would have).
         """
+        from ensemble.eval.beams import split_system
+        from ensemble.tasks.math.pick_system import is_pick
+
+        base, beam = split_system(system, self.spec.bases())
+        if is_pick(base):
+            return self.solve_pick(item, system, base, beam, seed)
         run = self.decode(item, system, seed, callback=callback)
         extras: dict[str, Any] = {"base": run.base, "beam": run.beam}
         scorers: dict[str, Any] = {}
@@ -179,6 +224,26 @@ class MathEvaluator(GuidedLMSolver):
         n_tokens = self.n_tokens(run.output)
         extras.update(output=run.output, target=item.target, tokens=n_tokens,
                       tokens_per_s=round(n_tokens / max(seconds, 1e-9), 3))
+        return make_row(item, system, self.config_hash(system), seed, answer, self.task.metric(answer, item),
+                        seconds, scorers=scorers, extras=extras)
+
+
+    def solve_pick(self, item: Item, system: str, base: str, k: int, seed: int) -> dict[str, Any]:
+        """The row of a solution-level system ``pick_<member>@k`` (:mod:`ensemble.tasks.math.pick_system`)."""
+        import time
+
+        from ensemble.tasks.math.pick_system import PickRunner
+
+        if getattr(self, "_pick", None) is None:
+            self._pick = PickRunner(self)
+        start = time.perf_counter()
+        before = self._pick._last
+        output, scorers, extras = self._pick.solve(item, base, k, seed)
+        seconds = time.perf_counter() - start
+        if self._pick._last is before:  # another system drew the samples: count their cost too
+            seconds += extras["sample_s"]
+        answer = self.task.answer(output, item)
+        extras.update(base=base, beam=k, output=output, target=item.target, tokens=self.n_tokens(output))
         return make_row(item, system, self.config_hash(system), seed, answer, self.task.metric(answer, item),
                         seconds, scorers=scorers, extras=extras)
 
@@ -209,9 +274,31 @@ def abstentions(rounds: Sequence[Any]) -> dict[str, int]:
 
 def math_table(rows: Sequence[dict[str, Any]], systems: Sequence[str]) -> str:
     """Markdown: per system, problems, accuracy ± 95 % interval, problems won / lost against the LM alone
-    at the same beam, seconds per problem, tokens per second; then, at each beam, every guided system
-    against the LM alone and the ensemble against each single scorer, with paired-bootstrap intervals."""
-    return beam_table_paired(rows, systems, "problems", tokens=True)
+    (the same beam; for a solution-level ``pick_…@K`` system the greedy LM alone, ``lm@1``), seconds per
+    problem, tokens per second; then paired-bootstrap differences: at each beam every guided system against
+    the LM alone and the ensemble against each single scorer; for ``pick_…@K`` systems each against ``lm@1``
+    and against the LM's own vote ``pick_lm@K``, and ``pick_ensemble@K`` against each single scorer's pick."""
+    from ensemble.eval.beams import beam_pairs, beam_table, same_beam_lm
+    from ensemble.eval.table import paired_table
+    from ensemble.tasks.math.pick_system import PICK_PREFIX, is_pick
+
+    token = [s for s in systems if not is_pick(s)]
+    picks = [s for s in systems if is_pick(s)]
+    pairs = beam_pairs(token)
+    for system in picks:
+        base, _, k = system.partition("@")
+        pairs.append((f"{LM_ALONE}@1", system))
+        if base != PICK_PREFIX + LM_ALONE:
+            pairs.append((f"{PICK_PREFIX}{LM_ALONE}@{k}", system))
+        if base == PICK_PREFIX + ENSEMBLE:
+            pairs += [(other, system) for other in picks if other.partition("@")[2] == k
+                      and other.partition("@")[0] not in (PICK_PREFIX + LM_ALONE, PICK_PREFIX + ENSEMBLE)]
+
+    def reference(system: str) -> str:
+        return f"{LM_ALONE}@1" if is_pick(system) else same_beam_lm(system)
+
+    paired = paired_table(rows, pairs) if pairs else ""
+    return beam_table(rows, systems, "problems", True, reference) + ("\n\n" + paired if paired.count("\n") > 1 else "")
 
 
 def summarise(rows: Sequence[dict[str, Any]], systems: Sequence[str]) -> list[list[Any]]:

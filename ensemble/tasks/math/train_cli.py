@@ -146,6 +146,39 @@ def train_calibration_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_pick_calibration_arguments(p: argparse.ArgumentParser) -> None:
+    """Flags of ``ensemble train pick-calibration``: the ensemble's own flags, plus the development problems."""
+    from ensemble.tasks.math.cli import add_model_flags
+    from ensemble.tasks.math.pick_calibrate import DEFAULT_NAME
+
+    add_model_flags(p)
+    p.add_argument("--n-problems", type=int, default=30, help="development problems (GSM-Symbolic training templates)")
+    p.add_argument("--seed", type=int, default=200, help="seed of the development problems (training split)")
+    p.add_argument("--k", type=int, default=8, help="solutions sampled per problem (the K of pick_…@K)")
+    p.add_argument("--name", default=DEFAULT_NAME, help="checkpoint name or directory to save the scales to")
+
+
+def train_pick_calibration_command(args: argparse.Namespace) -> int:
+    """Fit the solution-level calibration scales on development problems, print the headroom, save them."""
+    from ensemble.tasks.math.cli import spec_from_args
+    from ensemble.tasks.math.pick_calibrate import pick_calibrate, save_pick_calibration
+    from ensemble.tasks.math.solver import MathEvaluator
+    from ensemble.tasks.math.task import MathTask
+
+    args.pick_scales = ""  # fitted here, not applied
+    spec = spec_from_args(args)
+    evaluator = MathEvaluator(spec)
+    items = MathTask(**spec.task).items(args.n_problems, args.seed, split="train")
+    report = pick_calibrate(evaluator, items, args.k, progress=True)
+    path = save_pick_calibration(report, args.name)
+    print(f"scales: {report['scales']}")
+    print("| development problems: K solutions, picks (in-sample) | accuracy % |\n|---|---|")
+    for name, value in report["headroom"].items():
+        print(f"| {name} | {value if name == 'problems' else f'{100 * value:.1f}'} |")
+    print(f"saved to {path} ({report['seconds']:.0f}s); apply with --pick-scales calibration")
+    return 0
+
+
 def _or(value, default):
     """``value`` unless the flag was left unset."""
     return default if value is None else value
@@ -159,5 +192,8 @@ TRAIN_TARGETS = {
                   add_generator_arguments, train_generator_command),
     "calibration": ("fit one calibration scale per verifier on development problems (training templates), "
                     "for --scales calibration", add_calibration_arguments, train_calibration_command),
+    "pick-calibration": ("fit the solution-level (pick_…@K) calibration scales on development problems and print the "
+                         "headroom (pass@1, pass@K, votes, picks)", add_pick_calibration_arguments,
+                         train_pick_calibration_command),
 }
 """``ensemble train`` targets of this task: name → (help, add_arguments, run)."""
