@@ -6,6 +6,7 @@ Offered to the generic ``ensemble train`` command through :data:`TRAIN_TARGETS`.
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from ensemble.tasks.math.task import DEFAULT_LM, DEFAULT_SHOTS, LORA_LM
 
@@ -113,14 +114,34 @@ def train_generator_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_calibration_arguments(p: argparse.ArgumentParser) -> None:
-    """Flags of ``ensemble train calibration``: the ensemble's own flags, plus the development problems."""
-    from ensemble.tasks.math.calibrate import DEFAULT_NAME
+def _add_development_arguments(p: argparse.ArgumentParser) -> None:
+    """The ensemble's own flags plus the development problems a calibration command fits on."""
     from ensemble.tasks.math.cli import add_model_flags
 
     add_model_flags(p)
     p.add_argument("--n-problems", type=int, default=30, help="development problems (GSM-Symbolic training templates)")
     p.add_argument("--seed", type=int, default=200, help="seed of the development problems (training split)")
+
+
+def _development_problems(args: argparse.Namespace, fitted_flag: str) -> tuple[Any, list[Any]]:
+    """The evaluator and the development problems (training split) of a calibration command.
+
+    ``fitted_flag`` names the scales flag the command fits, cleared so that no saved scales are applied.
+    """
+    from ensemble.tasks.math.cli import spec_from_args
+    from ensemble.tasks.math.solver import MathEvaluator
+    from ensemble.tasks.math.task import MathTask
+
+    setattr(args, fitted_flag, "")
+    spec = spec_from_args(args)
+    return MathEvaluator(spec), MathTask(**spec.task).items(args.n_problems, args.seed, split="train")
+
+
+def add_calibration_arguments(p: argparse.ArgumentParser) -> None:
+    """Flags of ``ensemble train calibration``: the ensemble's own flags, plus the development problems."""
+    from ensemble.tasks.math.calibrate import DEFAULT_NAME
+
+    _add_development_arguments(p)
     p.add_argument("--max-positions", type=int, default=12, help="rated positions per problem at most")
     p.add_argument("--name", default=DEFAULT_NAME, help="checkpoint name or directory to save the scales to")
 
@@ -128,14 +149,8 @@ def add_calibration_arguments(p: argparse.ArgumentParser) -> None:
 def train_calibration_command(args: argparse.Namespace) -> int:
     """Fit one calibration scale per verifier on development problems and save them."""
     from ensemble.tasks.math.calibrate import calibrate, save_calibration
-    from ensemble.tasks.math.cli import spec_from_args
-    from ensemble.tasks.math.solver import MathEvaluator
-    from ensemble.tasks.math.task import MathTask
 
-    args.scales = ""  # fitted here, not applied
-    spec = spec_from_args(args)
-    evaluator = MathEvaluator(spec)
-    items = MathTask(**spec.task).items(args.n_problems, args.seed, split="train")
+    evaluator, items = _development_problems(args, "scales")
     report = calibrate(evaluator, items, max_positions=args.max_positions, progress=True)
     path = save_calibration(report, args.name)
     for name, r in report["scorers"].items():
@@ -148,27 +163,18 @@ def train_calibration_command(args: argparse.Namespace) -> int:
 
 def add_pick_calibration_arguments(p: argparse.ArgumentParser) -> None:
     """Flags of ``ensemble train pick-calibration``: the ensemble's own flags, plus the development problems."""
-    from ensemble.tasks.math.cli import add_model_flags
     from ensemble.tasks.math.pick_calibrate import DEFAULT_NAME
 
-    add_model_flags(p)
-    p.add_argument("--n-problems", type=int, default=30, help="development problems (GSM-Symbolic training templates)")
-    p.add_argument("--seed", type=int, default=200, help="seed of the development problems (training split)")
+    _add_development_arguments(p)
     p.add_argument("--k", type=int, default=8, help="solutions sampled per problem (the K of pick_…@K)")
     p.add_argument("--name", default=DEFAULT_NAME, help="checkpoint name or directory to save the scales to")
 
 
 def train_pick_calibration_command(args: argparse.Namespace) -> int:
     """Fit the solution-level calibration scales on development problems, print the headroom, save them."""
-    from ensemble.tasks.math.cli import spec_from_args
     from ensemble.tasks.math.pick_calibrate import pick_calibrate, save_pick_calibration
-    from ensemble.tasks.math.solver import MathEvaluator
-    from ensemble.tasks.math.task import MathTask
 
-    args.pick_scales = ""  # fitted here, not applied
-    spec = spec_from_args(args)
-    evaluator = MathEvaluator(spec)
-    items = MathTask(**spec.task).items(args.n_problems, args.seed, split="train")
+    evaluator, items = _development_problems(args, "pick_scales")
     report = pick_calibrate(evaluator, items, args.k, progress=True)
     path = save_pick_calibration(report, args.name)
     print(f"scales: {report['scales']}")
