@@ -10,10 +10,10 @@ import torch
 import torch.nn.functional as F
 
 from ensemble import ScoreOutput, Scorer, ScorerEnsemble
-from ensemble.calibration import Position, fit_scale, fit_scales, log_likelihood
 from ensemble.config import EnsembleConfig
 from ensemble.contracts import Proposal
 from ensemble.scorers.lm_scorer import LMScorer, split_point
+from ensemble.tasks.math.scales import Position, fit_scale, fit_scales, log_likelihood
 
 CONTEXT = {"question": "Tom has 3 bags with 8 apples each. How many apples does he have?"}
 

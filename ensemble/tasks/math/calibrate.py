@@ -4,7 +4,7 @@ The generator reads each development problem's reference solution (teacher forci
 every position where the token rule would ask the scorers — the generator's candidates after its ``min_p``
 and result-digit rules leave more than one, the reference token is among them, and the calculator does not
 write the text itself — each scorer rates the candidates as it would in a round (same candidate texts, same
-normalisation); abstentions are left out. :func:`ensemble.calibration.fit_scales` then fits one scale per
+normalisation); abstentions are left out. :func:`ensemble.tasks.math.scales.fit_scales` then fits one scale per
 scorer so its target distribution predicts the reference token best. The scales are saved as a project
 checkpoint (``calibration/math``, a ``config.json``) and applied at run time with ``--scales calibration``
 (:attr:`ensemble.config.EnsembleConfig.scales`).
@@ -20,7 +20,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ensemble.calibration import Position, fit_scales
+from ensemble.tasks.math.scales import Position, fit_scales
 
 DEFAULT_NAME = "calibration/math"
 """Project checkpoint of ``ensemble train calibration``."""
@@ -82,7 +82,7 @@ def item_positions(generator: Any, scorers: dict[str, Any], item: Any, normalisa
 def calibrate(evaluator: Any, items: list[Any], max_positions: int = 12, progress: bool = False) -> dict[str, Any]:
     """Fit each scorer's scale of ``evaluator`` (a :class:`~ensemble.tasks.math.solver.MathEvaluator`, beam 1)
     on ``items`` (development problems with reference solutions); the report per scorer (see
-    :func:`ensemble.calibration.fit_scales`) and its settings."""
+    :func:`ensemble.tasks.math.scales.fit_scales`) and its settings."""
     start = time.perf_counter()
     generator, scorers = evaluator.generator, evaluator.scorers
     positions: dict[str, list[Position]] = {name: [] for name in scorers}
