@@ -217,3 +217,33 @@ def test_the_math_table_compares_pick_systems_with_the_greedy_lm_and_the_lms_vot
     assert "pick_ensemble@8 − pick_a@8" in table
     ens = next(line for line in table.splitlines() if line.startswith("| pick_ensemble "))
     assert "3 / 0" in ens  # won / lost against the greedy LM alone (lm@1), not a missing lm@8
+
+
+def test_pick_calibration_resumes_from_its_records_and_reports_every_smaller_k(tiny_lm, tmp_path):
+    import json
+
+    from ensemble.tasks.math import pick_calibrate as pc
+    from ensemble.tasks.math.task import MathTask
+
+    ev = evaluator(tiny_lm, {"long": ByText(len)})
+    items = MathTask(shots=0).items(3, 7, split="train")
+    path = tmp_path / "records.jsonl"
+    first = pc.collect(ev, items[:2], k=4, records_path=path)
+    lines = path.read_text().splitlines()
+    assert len(lines) == 3  # header + one line per finished problem
+    marked = {**json.loads(lines[1]), "sample_s": -1.0}  # a mark that only reading the file back can return
+    path.write_text("\n".join([lines[0], json.dumps(marked), lines[2]]) + "\n")
+    report = pc.pick_calibrate(ev, items, k=4, records_path=path, ks=[1, 2, 8])
+    assert report["records"][0]["sample_s"] == -1.0 and report["records"][1] == first[1]  # not sampled again
+    assert len(path.read_text().splitlines()) == 4
+    assert json.loads(path.read_text().splitlines()[0])["header"]["k"] == 4
+    assert set(report["headroom_by_k"]) == {"1", "2"}  # K=8 > 4 is left out
+    one = report["headroom_by_k"]["1"]
+    assert one["pass@K"] == one["greedy (pass@1)"] == report["headroom"]["greedy (pass@1)"]
+    assert report["headroom_by_k"]["2"]["pass@K"] <= report["headroom"]["pass@K"]
+    cut = pc.truncate(report["records"], 2)
+    assert all(len(r["answers"]) == 2 and all(len(v) == 2 for v in r["ratings"].values()) for r in cut)
+    with pytest.raises(ValueError, match="cannot keep"):
+        pc.truncate(report["records"], 5)
+    with pytest.raises(ValueError, match="another run"):
+        pc.collect(ev, items, k=3, records_path=path)  # another K: refuses to mix the records

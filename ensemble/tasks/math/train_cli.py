@@ -167,20 +167,30 @@ def add_pick_calibration_arguments(p: argparse.ArgumentParser) -> None:
 
     _add_development_arguments(p)
     p.add_argument("--k", type=int, default=8, help="solutions sampled per problem (the K of pick_…@K)")
-    p.add_argument("--name", default=DEFAULT_NAME, help="checkpoint name or directory to save the scales to")
+    p.add_argument("--report-k", default="1,2,4,8,16,32",
+                   help="also print the headroom at these smaller K (each problem's first k solutions of the same run)")
+    p.add_argument("--name", default=DEFAULT_NAME,
+                   help="checkpoint name or directory to save the scales to; its records.jsonl keeps every finished "
+                        "problem, so a killed run resumes")
 
 
 def train_pick_calibration_command(args: argparse.Namespace) -> int:
     """Fit the solution-level calibration scales on development problems, print the headroom, save them."""
-    from ensemble.tasks.math.pick_calibrate import pick_calibrate, save_pick_calibration
+    from ensemble.tasks.math.pick_calibrate import checkpoint_path, pick_calibrate, save_pick_calibration
 
     evaluator, items = _development_problems(args, "pick_scales")
-    report = pick_calibrate(evaluator, items, args.k, progress=True)
+    ks = [int(x) for x in str(args.report_k).split(",") if x.strip()]
+    records = checkpoint_path(args.name) / "records.jsonl"
+    report = pick_calibrate(evaluator, items, args.k, progress=True, records_path=records, ks=ks)
     path = save_pick_calibration(report, args.name)
     print(f"scales: {report['scales']}")
-    print("| development problems: K solutions, picks (in-sample) | accuracy % |\n|---|---|")
-    for name, value in report["headroom"].items():
-        print(f"| {name} | {value if name == 'problems' else f'{100 * value:.1f}'} |")
+    columns = [*report["headroom_by_k"], str(args.k)]
+    tables = {**report["headroom_by_k"], str(args.k): report["headroom"]}
+    print("| development problems: picks (in-sample) | " + " | ".join(f"K={c}" for c in columns) + " |")
+    print("|---|" + "---|" * len(columns))
+    for name in report["headroom"]:
+        cells = [str(tables[c][name]) if name == "problems" else f"{100 * tables[c][name]:.1f}" for c in columns]
+        print(f"| {name} | " + " | ".join(cells) + " |")
     print(f"saved to {path} ({report['seconds']:.0f}s); apply with --pick-scales calibration")
     return 0
 
