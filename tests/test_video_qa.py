@@ -4,6 +4,7 @@ the answer normaliser, the tabletop clips and the task's CLI on tiny models."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -315,6 +316,22 @@ def test_video_clip_training_saves_a_checkpoint_the_scorer_loads_by_name(tmp_pat
         ratings.append(scores)
     assert not torch.equal(ratings[0], ratings[1])  # another tower and seed: another CLIP
     assert (tmp_path / "video_qa" / "tabletop-train-6.npz").is_file()  # rendered clips are cached
+    # --video-clip-finetune: starts from the saved weights (zero learning rate: they come back unchanged) and
+    # records the run it started from; a CLIP without a checkpoint is an error that says how to make one
+    import json
+
+    import safetensors.torch
+
+    path = Path(report["vit4"]["path"])
+    saved = safetensors.torch.load_file(str(path / "open_clip_model.safetensors"))
+    tuned = train_video_clips(VideoClipTrainConfig(steps=4, batch_size=4, tabletop_clips=6, finetune=True, lr=0.0), ["vit4"],
+                              log=lambda m: None)
+    again = safetensors.torch.load_file(str(Path(tuned["vit4"]["path"]) / "open_clip_model.safetensors"))
+    assert all(torch.equal(saved[k], again[k]) for k in saved if "logit_scale" not in k)
+    trained = json.loads((path / "open_clip_config.json").read_text())["trained"]
+    assert trained["finetuned_from"]["steps"] == 4
+    with pytest.raises(FileNotFoundError, match="--video-clips vit"):
+        train_video_clips(VideoClipTrainConfig(steps=4, batch_size=4, tabletop_clips=6, finetune=True), ["vit"], log=lambda m: None)
 
 
 def test_the_default_ensemble_is_every_clip_the_train_command_makes_each_its_own_architecture_and_seed():
@@ -513,6 +530,27 @@ def test_each_video_is_read_and_embedded_once_per_item_and_scores_are_unchanged(
     assert torch.allclose(other.score(context, cands).scores, first, atol=1e-5)
 
 
+def test_a_sources_token_defaults_apply_unless_a_flag_overrides_them():
+    """--source tabletop rates 512 candidates and lets the CLIPs continue an answer (SOURCE_TOKEN); easy-VQA keeps
+    the spec's defaults; an explicit flag wins; the settings reach the config hash of guided systems only."""
+    import argparse
+
+    from ensemble.tasks.video_qa import cli
+    from ensemble.tasks.video_qa.solver import DEFAULT_TOKEN, SOURCE_TOKEN, VideoQASpec
+
+    p = argparse.ArgumentParser()
+    cli.add_arguments(p)
+    table, easy = (cli.spec_from_args(p.parse_args(["--source", s])) for s in ("tabletop", "easyvqa"))
+    assert table.token_config()["top_k"] == SOURCE_TOKEN["tabletop"]["top_k"] == 512
+    assert table.token_config()["end_margin"] == 0.0 and "end_margin" not in easy.token_config()
+    assert easy.token_config()["top_k"] == DEFAULT_TOKEN["top_k"] == 64
+    assert cli.spec_from_args(p.parse_args(["--source", "tabletop", "--top-k", "64"])).token_config()["top_k"] == 64
+    assert table.hash("lm", 1) == easy.hash("lm", 1) and table.hash("ensemble", 1) != easy.hash("ensemble", 1)
+    explicit = cli.spec_from_args(p.parse_args(["--source", "easyvqa", "--top-k", "512", "--end-margin", "0"]))
+    assert explicit.hash("ensemble", 1) == table.hash("ensemble", 1)  # the same settings, the same results rows
+    assert VideoQASpec().hash("ensemble", 1) != table.hash("ensemble", 1)
+
+
 def test_easy_vqa_train_questions_for_choosing_settings_are_about_images_the_clips_held_out():
     from ensemble.tasks.video_qa.data import HELD_OUT_EVERY, easy_vqa_questions
 
@@ -602,6 +640,14 @@ def test_with_lm_ends_the_lm_not_the_scorers_decides_that_the_answer_is_complete
         g = gen(lm_ends=lm_ends)
         outs[lm_ends] = run_consensus(g, ScorerEnsemble({"w": scorer}), None, ConsensusConfig(max_rounds=8)).output
     assert outs[False].startswith(longer) and outs[True] == complete, outs
+    # end_margin: the scorers overrule the LM's ending where their favourite continuation is rated more than the
+    # margin above the ending (here ~3 z-units: one liked continuation among eight candidates)
+    for margin, want in ((0.0, longer), (100.0, complete), (float("inf"), complete)):
+        g = gen(lm_ends=True, end_margin=margin)
+        out = run_consensus(g, ScorerEnsemble({"w": scorer}), None, ConsensusConfig(max_rounds=8)).output
+        assert out.startswith(want) if want == longer else out == want, (margin, out)
+    with pytest.raises(ValueError, match="end_margin=-1.0"):
+        gen(lm_ends=True, end_margin=-1.0)
 
 
 def _after(gen, state, tok):

@@ -123,16 +123,20 @@ def test_lit_training_resumes_a_killed_run_to_the_uninterrupted_result(tmp_path,
     assert not lt._resume_path().is_file()  # removed once the checkpoint is saved
 
 
-def test_lit_loss_terms_do_not_take_the_first_word_for_a_two_word_answer():
+def test_lit_loss_terms_rank_a_two_word_answer_above_its_cut_and_its_first_word():
+    """One positive per term: nothing shorter stands in for "red mug" (round 4's terms had the cut "red m" as a
+    second positive, which the heads satisfied by rating "red m" high and "red mug" low)."""
     import random
 
     from ensemble.tasks.video_qa.lit_train import JUNK, loss_terms
 
     terms = loss_terms("red mug", random.Random(0))
-    (cands, pos), (firsts, first_pos) = terms
-    assert pos == ["red mug", "red m"] and "red" in cands and "red" not in pos and "blue m" in cands
-    assert first_pos == ["red"] and {"blue", "green", "yellow"} <= set(firsts)
+    (cands, pos), (cuts, cut_pos), (firsts, first_pos) = terms
+    assert pos == ["red mug"] and {"red", "red m", "blue m", "red bowl"} <= set(cands)
     assert sum(c in JUNK for c in cands) == 4
+    assert cut_pos == ["red m"] and {"red", "red b", "red bowl"} <= set(cuts) and "red mug" not in cuts
+    assert first_pos == ["red"] and {"blue", "green", "yellow"} <= set(firsts) and "red mug" not in firsts
+    assert all(len(p) == 1 and p[0] in c for c, p in terms)
     (one,) = loss_terms("yes", random.Random(0))
     assert one[1] == ["yes"] and "no" in one[0]
 

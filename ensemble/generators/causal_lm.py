@@ -101,6 +101,13 @@ class TokenConfig:
     carries, for all its expansions, the ensemble's rating of the LM's ending token, so beams stay on one
     scale. The scorers choose the words, not whether to add one more: scorers that rate text against an input
     cannot tell a complete answer from a longer one ("yes" against "yes yes")."""
+    end_margin: float = float("inf")
+    """With ``lm_ends``: the scorers may still continue an answer the LM would end, where the ensemble's rating of
+    its favourite continuation (a candidate that does not end the beam) beats its rating of the LM's ending token
+    by more than this margin (in the ensemble's rating units, z-scores by default); the beam is then reranked as
+    without ``lm_ends``. ``inf``: the LM alone decides that the answer is complete. A finite margin lets the
+    scorers decide that a two-word answer ("red mug") goes on after a word the LM would stop at ("red"), while a
+    small preference ("yes yes" over "yes") stays overruled."""
     max_new_tokens: int = 256
     """Budget of generated tokens per beam."""
     stop_strings: tuple[str, ...] = ()
@@ -117,13 +124,14 @@ class TokenConfig:
             "min_p": 0.0 <= self.min_p <= 1.0,
             "beam_size": self.beam_size >= 1,
             "max_new_tokens": self.max_new_tokens >= 1,
+            "end_margin": self.end_margin >= 0,
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
             raise ValueError(
                 f"invalid TokenConfig value(s) {', '.join(f'{k}={getattr(self, k)!r}' for k in bad)}: "
                 "top_k, steps_per_token, beam_size, max_new_tokens >= 1; temperature > 0; "
-                "step_size, fluency_weight >= 0; fusion in [0, 1]; min_p in [0, 1]"
+                "step_size, fluency_weight, end_margin >= 0; fusion in [0, 1]; min_p in [0, 1]"
             )
         self.stop_strings = tuple(self.stop_strings)
         self.token_scorers = tuple(self.token_scorers)
@@ -530,7 +538,7 @@ class CausalLMGenerator(Generator):
             ranking = fused.clone()
             rows = (beam_idx == b).nonzero().flatten()
             lm_top = int(beam.p_orig.argmax()) if cfg.rerank_weight and cfg.lm_ends and beam.ids else None
-            if lm_top is not None and self._ends(beam, lm_top):
+            if lm_top is not None and self._ends(beam, lm_top) and not self._scorers_continue(beam, lm_top, tokens[rows], total[rows]):
                 # The LM ends this answer: its tokens keep the LM's order, and the beam carries the ensemble's
                 # rating of that ending (the answer as it is), so it stays comparable with reranked beams.
                 hit = (tokens[rows] == lm_top).nonzero().flatten()
@@ -563,6 +571,16 @@ class CausalLMGenerator(Generator):
         del state.finished[cfg.beam_size :]
         if follow:
             self._fast_forward(state)
+
+    def _scorers_continue(self, beam: Beam, end: int, tokens: torch.Tensor, total: torch.Tensor) -> bool:
+        """True when the scorers overrule the LM's ending token ``end`` (``end_margin``): their best rating of a
+        candidate among ``tokens`` that does not end ``beam`` exceeds their rating of ``end`` by more than the margin."""
+        margin = self.config.end_margin
+        hit = (tokens == end).nonzero().flatten()
+        if margin == float("inf") or not len(hit):
+            return False
+        go_on = [i for i, tok in enumerate(tokens.tolist()) if not self._ends(beam, tok)]
+        return bool(go_on) and float(total[go_on].max()) > float(total[hit[0]]) + margin
 
     def _force(self, beam: Beam) -> None:
         if self.force_fn is None or beam.last == self.eos_id:

@@ -12,13 +12,13 @@ from typing import Any
 
 TOKEN_FLAGS = {"top_k": int, "steps_per_token": int, "step_size": float, "temperature": float,
                "fluency_weight": float, "rerank_weight": float, "max_new_tokens": int, "min_p": float,
-               "select_weight": float}
+               "select_weight": float, "end_margin": float}
 """TokenConfig fields exposed as ``--top-k`` … flags (unset: the spec's defaults)."""
 
 
 def add_model_flags(p: argparse.ArgumentParser) -> None:
     """``--lm``, ``--clips``, guidance mode and token-rule knobs, ``--frames``, ``--device``, ``--threads``."""
-    from ensemble.tasks.video_qa.solver import DEFAULT_CLIPS, DEFAULT_TOKEN, VideoQASpec
+    from ensemble.tasks.video_qa.solver import DEFAULT_CLIPS, DEFAULT_TOKEN, SOURCE_TOKEN, VideoQASpec
 
     spec = VideoQASpec()
 
@@ -47,6 +47,8 @@ def add_model_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=2, help="torch threads")
     for name, typ in TOKEN_FLAGS.items():
         default = f" (default {DEFAULT_TOKEN[name]})" if name in DEFAULT_TOKEN else ""
+        per_source = {src: tok[name] for src, tok in SOURCE_TOKEN.items() if name in tok}
+        default += "".join(f"; --source {src}: {v}" for src, v in per_source.items())
         p.add_argument("--" + name.replace("_", "-"), type=typ, default=None, help=f"TokenConfig.{name}{default}")
     p.add_argument("--lm-ends", action=argparse.BooleanOptionalAction, default=None,
                    help="TokenConfig.lm_ends: after the first token, where the LM's top token ends the answer the "
@@ -73,12 +75,14 @@ def _pairs(text: str, flag: str, cast: Any = str) -> dict[str, Any]:
 
 
 def spec_from_args(args: argparse.Namespace) -> Any:
-    """A :class:`~ensemble.tasks.video_qa.solver.VideoQASpec` from parsed flags."""
-    from ensemble.tasks.video_qa.solver import VideoQASpec
+    """A :class:`~ensemble.tasks.video_qa.solver.VideoQASpec` from parsed flags (token-rule flags left unset take the
+    ``--source``'s defaults, :data:`~ensemble.tasks.video_qa.solver.SOURCE_TOKEN`, then the spec's)."""
+    from ensemble.tasks.video_qa.solver import SOURCE_TOKEN, VideoQASpec
 
     clips = {n: {"model": m, "aggregate": args.aggregate, "motion": args.motion, "answer_end": args.answer_end}
              for n, m in _pairs(args.clips, "--clips").items()}
-    token = {k: getattr(args, k) for k in (*TOKEN_FLAGS, "select_final", "lm_ends") if getattr(args, k, None) is not None}
+    token = {**SOURCE_TOKEN.get(getattr(args, "source", ""), {}),
+             **{k: getattr(args, k) for k in (*TOKEN_FLAGS, "select_final", "lm_ends") if getattr(args, k, None) is not None}}
     return VideoQASpec(lm=args.lm, clips=clips, token=token, mode=args.mode, answer_prefix=args.answer_prefix,
                        frames=args.frames,
                        normalisation=args.normalisation, weights=_pairs(args.weights, "--weights", float), combine=args.combine,
@@ -173,6 +177,10 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--tabletop-clips", type=int, default=1000, help="tabletop training clips rendered (train seeds)")
     g.add_argument("--video-clip-eval-every", type=int, default=0,
                    help="log the held-out accuracy every this many steps (0: only at the end)")
+    g.add_argument("--video-clip-lr", type=float, default=2e-3, help="peak learning rate (one-cycle) of the ViT/ResNet CLIPs")
+    g.add_argument("--video-clip-finetune", action="store_true",
+                   help="start the ViT/ResNet CLIPs from their existing checkpoints and train --video-clip-steps more "
+                        "steps with the current objective (instead of from a random initialisation)")
     g.add_argument("--lit-steps", type=int, default=500, help="optimiser steps of the LiT CLIP's heads (--video-clips lit)")
     g.add_argument("--lit-batch", type=int, default=256, help="easy-VQA questions (+ half as many tabletop) per LiT step")
 
@@ -187,7 +195,8 @@ def train(args: argparse.Namespace) -> int:
     names = [m.strip() for m in args.video_clips.split(",") if m.strip()]
     cfg = VideoClipTrainConfig(steps=args.video_clip_steps, batch_size=args.video_clip_batch,
                                tabletop_clips=args.tabletop_clips, seed=getattr(args, "seed", None) or 0,
-                               eval_every=args.video_clip_eval_every)
+                               eval_every=args.video_clip_eval_every, finetune=args.video_clip_finetune,
+                               lr=args.video_clip_lr)
     reports = train_video_clips(cfg, [m for m in names if m != "lit"]) if [m for m in names if m != "lit"] else {}
     if "lit" in names:
         from ensemble.tasks.video_qa.lit_train import LitTrainConfig, train_lit_clip

@@ -11,9 +11,12 @@ same held-out images and clips). Frozen towers mean every training frame and tex
 The objective is the ViTs' (multi-positive cross-entropy over an answer's kind + 3 random answers) with
 three changes for the token rule, which rates partial answers and whatever tokens the LM proposes:
 
-* a two-word answer ("red mug") is *not* matched by its first word alone ("red" is a negative there, and
-  "red m", the answer cut after the LM's token " m", is a positive); a second term teaches the first word
-  among first words ("red" above "blue", "yellow"), which is what the first token's round compares;
+* every term has one positive, so a two-word answer ("red mug") is matched by nothing shorter: it ranks above
+  its first word ("red") and its cut after the LM's token " m" ("red m"); a second term ranks that cut above the
+  first word and the other objects' cuts (the round after the colour), a third the first word among first words
+  ("red" above "blue", "yellow"; the first token's round). (Round 4's objective had the cut as a second positive
+  of the first term, which the heads satisfied by rating "red m" high and "red mug" low, so the answer stopped
+  at "red m"; README, round 5.)
 * every question also contrasts :data:`JUNK` words (tokens the LM proposes that are no answer: "the",
   "if", the empty answer …), so off-answer tokens score low;
 * a killed run resumes from ``<cache>/resume/video_qa/clip-lit/state.pt`` (saved every ``save_every`` steps).
@@ -28,51 +31,22 @@ from typing import Any
 
 from ensemble.models.lit_clip import LitClipConfig
 from ensemble.tasks.video_qa.models import (
-    ANSWER_GROUPS,
+    JUNK,
     TABLETOP_OBJECTS,
     VOCABULARY,
     _clip_qas,
     _easy_vqa_tensors,
     candidate_answers,
+    loss_terms,
+    partial,
     tabletop_training_clips,
 )
 from ensemble.tasks.video_qa.video_clip import DEFAULT_TEMPLATE
 
 LIT_CHECKPOINT = "video_qa/clip-lit"
 """The LiT video CLIP's project checkpoint name."""
-JUNK = ("", "the", "a", "it", "if", "you", "i", "is", "this", "that", "there", "what", "which", "object",
-        "shape", "color", "answer", "one", "both", "none", "image", "mentioned")
-"""Negatives for every question: words an LM proposes that answer nothing (the empty answer first)."""
-FIRST_WORDS = tuple(dict.fromkeys(o.split()[0] for o in TABLETOP_OBJECTS))
-"""First words of the two-word answers (the colours)."""
-
-
-def partial(answer: str) -> str | None:
-    """A two-word answer cut after the first letter of its second word ("red mug" → "red m"), else ``None``."""
-    words = answer.split()
-    return f"{words[0]} {words[1][0]}" if len(words) == 2 else None
-
-
 ALL_ANSWERS = tuple(dict.fromkeys((*VOCABULARY, *JUNK, *(partial(o) for o in TABLETOP_OBJECTS))))
 """Every answer text the training contrasts (the text features are computed for each question × these)."""
-
-
-def loss_terms(answer: str, rng: random.Random, junk: int = 4) -> list[tuple[list[str], list[str]]]:
-    """The ``(candidates, positives)`` terms of one question: the answer among its kind (+ first words,
-    partial answers, 3 random answers, ``junk`` junk words) and, for a two-word answer, its first word
-    among the first words."""
-    group = next(g for g in ANSWER_GROUPS if answer in g)
-    cands = list(dict.fromkeys((*group, answer.split()[0])))
-    two_word = partial(answer) is not None
-    if two_word:
-        cands += [partial(a) for a in group if partial(a)]
-    cands += rng.sample([a for a in VOCABULARY if a not in cands], 3) + rng.sample(JUNK, junk)
-    terms = [(list(dict.fromkeys(cands)), [a for a in (answer, partial(answer)) if a])]
-    if two_word:
-        first = answer.split()[0]
-        terms.append(([*FIRST_WORDS, *rng.sample([a for a in VOCABULARY if " " not in a and a not in FIRST_WORDS], 2),
-                       *rng.sample(JUNK, junk)], [first]))
-    return terms
 
 
 @dataclass

@@ -16,13 +16,17 @@ to report a train-split accuracy) and tabletop clips rendered from train scene s
 motion frames). The objective is the scorer's own use: for a video and a question, the score of each
 answer text ``"{question} {answer}"`` is ``scale · mean over frames of cos(frame, text)`` (the
 :class:`~ensemble.tasks.video_qa.video_clip.VideoClipScorer` with ``motion=True``), and cross-entropy
-over a vocabulary of answers puts the probability mass on the right answer and on its first word (the
-token rule rates partial answers: "red" before "red mug").
+over the answers of the question's kind (:func:`loss_terms`: one positive per term) ranks the right answer
+first, and — because the token rule rates partial answers — for a two-word answer also its cut after the LM's
+token (``"red m"`` among ``"red"``, ``"red b"`` …) and its first word among the first words, but never a shorter
+text above the whole answer (round 4's objective took the first word as a second positive, which the CLIPs
+satisfied by rating ``"red"`` high and ``"red mug"`` low, so no answer went on after the colour: README).
 """
 
 from __future__ import annotations
 
 import json
+import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,6 +72,9 @@ class VideoClipTrainConfig:
     """Replace existing checkpoints."""
     eval_every: int = 0
     """Log the held-out accuracy every this many steps (0: only at the end), to see where training plateaus."""
+    finetune: bool = False
+    """Start from the CLIP's existing checkpoint (its weights, not a random initialisation) and train ``steps``
+    more steps with the current objective; the checkpoint records both runs' steps. An error if there is none."""
 
     def __post_init__(self) -> None:
         if self.steps < 4:
@@ -157,6 +164,45 @@ ANSWER_GROUPS: tuple[tuple[str, ...], ...] = (
 """Answers of one kind of question: an answer's group and a few random answers are its negatives."""
 
 
+JUNK = ("", "the", "a", "it", "if", "you", "i", "is", "this", "that", "there", "what", "which", "object",
+        "shape", "color", "answer", "one", "both", "none", "image", "mentioned")
+"""Negatives for every question: words an LM proposes that answer nothing (the empty answer first)."""
+FIRST_WORDS = tuple(dict.fromkeys(o.split()[0] for o in TABLETOP_OBJECTS))
+"""First words of the two-word answers (the colours)."""
+
+
+def partial(answer: str) -> str | None:
+    """A two-word answer cut after the first letter of its second word ("red mug" → "red m"), else ``None``."""
+    words = answer.split()
+    return f"{words[0]} {words[1][0]}" if len(words) == 2 else None
+
+
+def loss_terms(answer: str, rng: random.Random, junk: int = 4) -> list[tuple[list[str], list[str]]]:
+    """The ``(candidates, positives)`` terms of one question, each with one positive, so that no shorter text can
+    stand in for the answer (a term with several positives is satisfied by rating any one of them high).
+
+    1. The answer among its kind, the first words, the partial answers (:func:`partial`), 3 random answers and
+       ``junk`` junk words: the whole answer ("red mug") above its cut ("red m") and its first word ("red"), which
+       is what the token rule's last round compares (one more token, or end the answer).
+    2. For a two-word answer, its partial answer among the first word, the other objects' partial answers and
+       the other answers of its kind: what the round after the colour compares ("red m" above "red" and "red b").
+    3. For a two-word answer, its first word among the first words: what the first token's round compares."""
+    group = next(g for g in ANSWER_GROUPS if answer in g)
+    cands = list(dict.fromkeys((*group, answer.split()[0])))
+    cut = partial(answer)
+    if cut:
+        cands += [partial(a) for a in group if partial(a)]
+    cands += rng.sample([a for a in VOCABULARY if a not in cands], 3) + rng.sample(JUNK, junk)
+    terms = [(list(dict.fromkeys(cands)), [answer])]
+    if cut:
+        first = answer.split()[0]
+        others = [a for a in group if a != answer and partial(a)]
+        terms.append((list(dict.fromkeys([cut, first, *(partial(a) for a in others), *others, *rng.sample(JUNK, junk)])), [cut]))
+        terms.append(([*FIRST_WORDS, *rng.sample([a for a in VOCABULARY if " " not in a and a not in FIRST_WORDS], 2),
+                       *rng.sample(JUNK, junk)], [first]))
+    return terms
+
+
 def candidate_answers(answer: str, rng: Any, extra: int = 3) -> list[str]:
     """The answers a training question is contrasted over: its answer's group (+ first word) and ``extra``
     random others from :data:`VOCABULARY` (so off-kind words score low too)."""
@@ -166,30 +212,29 @@ def candidate_answers(answer: str, rng: Any, extra: int = 3) -> list[str]:
     return out
 
 
-def _loss_and_correct(model: Any, tokenizer: Any, feats: Any, questions: list[str], answers: list[str],
-                      rng: Any) -> tuple[Any, Any]:
-    """Multi-positive cross-entropy over each question's candidate answers, and argmax correctness.
+def _loss_and_correct(model: Any, tokenizer: Any, feats: Any, questions: list[str],
+                      terms: list[list[tuple[list[str], list[str]]]]) -> tuple[Any, Any]:
+    """Mean multi-positive cross-entropy over every question's ``(candidates, positives)`` terms, and per term
+    whether the top candidate is its first positive.
 
     ``feats``: ``[B, K, D]`` frame features; a candidate's score is the mean over K of its cosine with the
-    frames times CLIP's logit scale. The positives are the answer and its first word."""
+    frames times CLIP's logit scale."""
     import torch
     import torch.nn.functional as F
 
-    cands = [candidate_answers(a, rng) for a in answers]
-    texts = list(dict.fromkeys(DEFAULT_TEMPLATE.format(question=q, answer=c) for q, cs in zip(questions, cands, strict=True)
-                               for c in cs))
+    flat = [(b, c, p) for b, ts in enumerate(terms) for c, p in ts]
+    texts = list(dict.fromkeys(DEFAULT_TEMPLATE.format(question=questions[b], answer=a).strip() for b, c, _ in flat for a in c))
     txt = F.normalize(model.encode_text(tokenizer(texts)), dim=-1)
     index = {t: i for i, t in enumerate(texts)}
-    width = max(len(c) for c in cands)
-    rows = torch.tensor([[index[DEFAULT_TEMPLATE.format(question=q, answer=c)] for c in cs] + [0] * (width - len(cs))
-                         for q, cs in zip(questions, cands, strict=True)])
-    valid = torch.tensor([[True] * len(cs) + [False] * (width - len(cs)) for cs in cands])
-    sims = torch.einsum("bkd,bad->bka", feats, txt[rows]).mean(1)  # [B, A]
+    width = max(len(c) for _, c, _ in flat)
+    rows = torch.tensor([[index[DEFAULT_TEMPLATE.format(question=questions[b], answer=a).strip()] for a in c] + [0] * (width - len(c))
+                         for b, c, _ in flat])
+    valid = torch.tensor([[True] * len(c) + [False] * (width - len(c)) for _, c, _ in flat])
+    sims = torch.einsum("tkd,tad->tka", feats[torch.tensor([b for b, _, _ in flat])], txt[rows]).mean(1)  # [T, A]
     logits = (model.logit_scale.exp() * sims).masked_fill(~valid, -1e9)
-    pos = torch.tensor([[c in (a, a.split()[0]) for c in cs] + [False] * (width - len(cs))
-                        for a, cs in zip(answers, cands, strict=True)])
+    pos = torch.tensor([[a in p for a in c] + [False] * (width - len(c)) for _, c, p in flat])
     loss = -(torch.logsumexp(logits.masked_fill(~pos, -1e9), -1) - torch.logsumexp(logits, -1)).mean()
-    correct = logits.argmax(-1) == torch.tensor([cs.index(a) for a, cs in zip(answers, cands, strict=True)])
+    correct = logits.argmax(-1) == torch.tensor([c.index(p[0]) for _, c, p in flat])
     return loss, correct
 
 
@@ -215,6 +260,7 @@ def train_clip(arch: str, cfg: VideoClipTrainConfig, easy: dict[str, Any], clips
 
     seed = cfg.seed + SEED_OFFSETS[arch]
     model, tokenizer = build_clip(arch, seed)
+    before = _load_for_finetune(arch, model) if cfg.finetune else None
     rng = random.Random(seed)
     n_train_clips = int(len(clips) * 0.9)
     clip_train = [qa for qa in _clip_qas(clips) if qa[0] < n_train_clips]
@@ -232,8 +278,8 @@ def train_clip(arch: str, cfg: VideoClipTrainConfig, easy: dict[str, Any], clips
         fe = _embed_frames(model, imgs)[:, None]
         cf = _clip_frames(clips, [i for i, _, _ in c])
         fc = _embed_frames(model, cf.flatten(0, 1)).view(len(c), cf.shape[1], -1)
-        loss_e, _ = _loss_and_correct(model, tokenizer, fe, [q for _, q, _ in e], [a for _, _, a in e], rng)
-        loss_c, _ = _loss_and_correct(model, tokenizer, fc, [q for _, q, _ in c], [a for _, _, a in c], rng)
+        loss_e, _ = _loss_and_correct(model, tokenizer, fe, [q for _, q, _ in e], [loss_terms(a, rng) for _, _, a in e])
+        loss_c, _ = _loss_and_correct(model, tokenizer, fc, [q for _, q, _ in c], [loss_terms(a, rng) for _, _, a in c])
         loss = loss_e + loss_c
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -256,12 +302,27 @@ def train_clip(arch: str, cfg: VideoClipTrainConfig, easy: dict[str, Any], clips
         model_cfg = {"embed_dim": EMBED_DIM, "vision_cfg": VISION_CFGS[arch], "text_cfg": TEXT_CFG}
         config = {"model_cfg": model_cfg, "preprocess_cfg": {"mean": [MEAN_STD[0]] * 3, "std": [MEAN_STD[1]] * 3},
                   "trained": {"steps": cfg.steps, "seed": seed, "heldout_accuracy": heldout,
-                              "data": "easy-VQA train (90 % of images) + tabletop train-seed clips (90 %)"}}
+                              "data": "easy-VQA train (90 % of images) + tabletop train-seed clips (90 %)",
+                              **({"finetuned_from": before} if before is not None else {})}}
         (out / "open_clip_config.json").write_text(json.dumps(config, indent=2))
 
     path = save_project_checkpoint(CHECKPOINTS[arch], save, overwrite=cfg.overwrite)
     return {"name": CHECKPOINTS[arch], "path": str(path), "heldout": heldout, "steps": cfg.steps,
             "seconds": time.perf_counter() - t0}
+
+
+def _load_for_finetune(arch: str, model: Any) -> dict[str, Any]:
+    """Load ``CHECKPOINTS[arch]``'s weights into ``model``; the ``trained`` record of that checkpoint."""
+    import safetensors.torch
+
+    from ensemble.models import find_project_checkpoint
+
+    path = find_project_checkpoint(CHECKPOINTS[arch])
+    if path is None:
+        raise FileNotFoundError(f"finetune: no checkpoint {CHECKPOINTS[arch]!r} to start from; train it first "
+                                f"(ensemble train video-clips --video-clips {arch})")
+    model.load_state_dict(safetensors.torch.load_file(str(path / "open_clip_model.safetensors")))
+    return json.loads((path / "open_clip_config.json").read_text()).get("trained", {})
 
 
 def evaluate_clip(model: Any, tokenizer: Any, easy: dict[str, Any], clips: list[dict[str, Any]],
@@ -284,7 +345,7 @@ def evaluate_clip(model: Any, tokenizer: Any, easy: dict[str, Any], clips: list[
                     cf = _clip_frames(clips, [i for i, _, _ in chunk])
                     feats = _embed_frames(model, cf.flatten(0, 1)).view(len(chunk), cf.shape[1], -1)
                 _, correct = _loss_and_correct(model, tokenizer, feats, [q for _, q, _ in chunk],
-                                               [a for _, _, a in chunk], rng)
+                                               [[(candidate_answers(a, rng), [a])] for _, _, a in chunk])
                 hits.append(correct)
             out[name] = round(float(torch.cat(hits).float().mean()), 4) if hits else None
     return out

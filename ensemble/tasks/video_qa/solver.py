@@ -37,11 +37,16 @@ its errors differ from the ViTs' (README, train-split choice); the ResNet tower,
 weak on the tabletop clips and is left out."""
 GUIDANCE_KNOBS = frozenset({"top_k", "min_p", "steps_per_token", "step_size", "temperature", "target_prior",
                             "fluency_weight", "fusion", "keep_shift", "skip_confident", "rerank_weight",
-                            "select_final", "select_weight", "lm_ends"})
+                            "select_final", "select_weight", "lm_ends", "end_margin"})
 """TokenConfig fields that act only through the scorers (left out of the LM-alone config hash)."""
 DEFAULT_TOKEN: dict[str, Any] = {"top_k": 64, "steps_per_token": 1, "max_new_tokens": 3, "temperature": 1.0,
                                  "lm_ends": True}
 """The token rule's defaults, chosen on train-split questions (README, "Video question answering")."""
+SOURCE_TOKEN: dict[str, dict[str, Any]] = {"tabletop": {"top_k": 512, "end_margin": 0.0}}
+"""Token-rule defaults of one question source, over :data:`DEFAULT_TOKEN` (``--top-k`` / ``--end-margin`` override
+them). Tabletop (round 5, chosen on train clips): its answers "which object moved?" are two words whose colour
+(green, yellow) and second token (" m" of " mug") rank beyond the LM's top-64, so 512 candidates are rated, as
+in ZeroCap; with ``end_margin`` 0 the CLIPs, not only the LM, decide whether the answer goes on after the colour."""
 MAGIC_RERANK_WEIGHT = 10.0
 """MAGIC-style weight of the ensemble's z-scored rating against the LM's log-probability (train-split choice
 among 1, 3, 10: the best ensemble accuracy averaged over easy-VQA and tabletop)."""
