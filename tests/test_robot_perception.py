@@ -291,34 +291,3 @@ def test_goal_photos_are_fitted_to_the_renders_and_checked_against_the_cameras()
         assert state.goal_views["front"].shape == (24, 32, 3)  # a photo of any size plans at the render size
     finally:
         wm.close()
-
-
-def test_mug_bias_moves_contested_pixels_to_the_mug_and_enters_the_config_hash():
-    import torch
-
-    from ensemble.tasks.robot.segformer import CLASSES, MUG_CLASSES, SegformerSegmenter, add_mug_bias
-    from ensemble.tasks.robot.solver import RobotSettings, RobotSolver
-    from ensemble.tasks.robot.task import RobotTask
-
-    assert [CLASSES[i] for i in MUG_CLASSES] == ["red mug", "green mug", "blue mug", "yellow mug"]
-    bowl, mug = CLASSES.index("blue bowl"), CLASSES.index("blue mug")
-    logits = torch.zeros(1, len(CLASSES), 1, 3)
-    logits[0, bowl] = torch.tensor([1.0, 1.0, 1.0])
-    logits[0, mug] = torch.tensor([0.9, 0.2, -2.0])  # nearly, somewhat, clearly not a mug
-    assert (logits.argmax(1) == bowl).all()
-    biased = add_mug_bias(logits.clone(), 0.5)
-    assert biased.argmax(1)[0, 0].tolist() == [mug, bowl, bowl]
-    assert torch.equal(biased[0, bowl], logits[0, bowl]) and torch.equal(add_mug_bias(logits.clone(), 0.0), logits)
-    # the segmenter applies it before its argmax over the scene's objects
-    tiny = SegformerSegmenter("tiny", mug_bias=0.0)
-    image = np.full((1, 16, 16, 3), 128, dtype=np.uint8)
-    names = ["blue bowl", "blue mug"]
-    assert set(np.unique(SegformerSegmenter("tiny", mug_bias=100.0).labels(image, names))) == {mug}
-    assert mug not in np.unique(SegformerSegmenter("tiny", mug_bias=-100.0).labels(image, names))
-    assert tiny.mug_bias == 0.0
-    # a biased learned system is another system; the others keep their hash
-    task = RobotTask()
-    plain = RobotSolver(task, RobotSettings(segmenter_model="tiny", segmenter_mug_bias=0.0))
-    biased_solver = RobotSolver(task, RobotSettings(segmenter_model="tiny", segmenter_mug_bias=0.5))
-    assert plain.config_hash("3views-cem") != biased_solver.config_hash("3views-cem")
-    assert plain.config_hash("3views-simseg-cem") == biased_solver.config_hash("3views-simseg-cem")

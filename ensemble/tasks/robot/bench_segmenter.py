@@ -26,11 +26,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models", default="robot/segformer-tabletop",
                         help="comma-separated SegFormer checkpoint names or directories, or 'colour'")
     parser.add_argument("--heldout-scenes", type=int, default=150, help="held-out scenes per set (x4 cameras)")
-    parser.add_argument("--mug-biases", default=None,
-                        help="comma-separated mug-logit biases to measure each SegFormer with (default: its default bias)")
-    parser.add_argument("--seed-base", type=int, default=None,
-                        help="first scene seed of the renders (default: the held-out seeds, 3,000,000; the mug "
-                        "bias was chosen on 4,000,000+)")
 
 
 def iou_from_labels(pred: np.ndarray, true: np.ndarray, classes: int) -> list[float]:
@@ -58,18 +53,17 @@ def colour_labels(images: np.ndarray, names: list[list[str]]) -> np.ndarray:
     return out
 
 
-def segformer_labels(model_name: str, images: np.ndarray, allowed: np.ndarray | None, mug_bias: float = 0.0) -> np.ndarray:
-    """``(N, H, W)`` class labels of a SegFormer checkpoint (argmax over ``allowed`` classes per image, after
-    adding ``mug_bias`` to the mug classes' logits)."""
+def segformer_labels(model_name: str, images: np.ndarray, allowed: np.ndarray | None) -> np.ndarray:
+    """``(N, H, W)`` class labels of a SegFormer checkpoint (argmax over ``allowed`` classes per image)."""
     import torch
 
-    from ensemble.tasks.robot.segformer import SegformerSegmenter, add_mug_bias, to_pixels, upsampled_logits
+    from ensemble.tasks.robot.segformer import SegformerSegmenter, to_pixels, upsampled_logits
 
     model = SegformerSegmenter(model_name).load()
     out = []
     with torch.no_grad():
         for s in range(0, len(images), 64):
-            logits = add_mug_bias(upsampled_logits(model, to_pixels(images[s : s + 64])), mug_bias)
+            logits = upsampled_logits(model, to_pixels(images[s : s + 64]))
             if allowed is not None:
                 logits = logits.masked_fill(~torch.from_numpy(allowed[s : s + 64])[:, :, None, None], float("-inf"))
             out.append(logits.argmax(1).numpy())
@@ -81,28 +75,25 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ensemble.eval.table import markdown_table
-    from ensemble.tasks.robot.segformer import CLASSES, MUG_BIAS, preload
+    from ensemble.tasks.robot.segformer import CLASSES, preload
     from ensemble.tasks.robot.segmenter_train import HARD_SCENES, HELDOUT_SEED_BASE, scene_classes
     from ensemble.tasks.robot.training_scenes import PLAIN, render_scenes
 
     torch.set_num_threads(1)
     preload()
     models = [m.strip() for m in args.models.split(",") if m.strip()]
-    biases = [float(b) for b in args.mug_biases.split(",")] if args.mug_biases else [MUG_BIAS]
-    seed_base = HELDOUT_SEED_BASE if args.seed_base is None else args.seed_base
     for label, options in (("plain scenes", PLAIN), ("hard scenes", HARD_SCENES)):
-        images, labels, names, tilted = render_scenes(args.heldout_scenes, seed_base, options=options)
+        images, labels, names, tilted = render_scenes(args.heldout_scenes, HELDOUT_SEED_BASE, options=options)
         allowed = scene_classes(names)
         rows: list[list[Any]] = []
         for model in models:
-            variants = [("scene's objects", None, 0.0)] if model == "colour" else [
-                (argmax, mask, b) for b in biases for argmax, mask in (("all classes", None), ("scene's objects", allowed))]
-            for argmax, mask, bias in variants:
-                pred = colour_labels(images, names) if model == "colour" else segformer_labels(model, images, mask, bias)
+            variants = [("scene's objects", None)] if model == "colour" else [("all classes", None), ("scene's objects", allowed)]
+            for argmax, mask in variants:
+                pred = colour_labels(images, names) if model == "colour" else segformer_labels(model, images, mask)
                 ious = iou_from_labels(pred, labels, len(CLASSES))
-                rows.append([model, f"{bias:g}", argmax, *(f"{v:.3f}" for v in ious), f"{np.nanmean(ious[1:]):.3f}"])
+                rows.append([model, argmax, *(f"{v:.3f}" for v in ious), f"{np.nanmean(ious[1:]):.3f}"])
         pairs = sum(len({n.split()[0] for n in s}) < 4 for s in names)
-        print(f"\n{label}: {len(images)} images of {len(names)} scenes of seeds {seed_base}+ ({pairs} with a same-colour pair, "
+        print(f"\n{label}: {len(images)} images of {len(names)} held-out scenes ({pairs} with a same-colour pair, "
               f"{sum(t > 0 for t in tilted)} with a toppled object)\n")
-        print(markdown_table(["model", "mug bias", "argmax over", *CLASSES, "mIoU (objects)"], rows))
+        print(markdown_table(["model", "argmax over", *CLASSES, "mIoU (objects)"], rows))
     return 0

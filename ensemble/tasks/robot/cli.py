@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ensemble.tasks.robot.segformer import MUG_BIAS
 from ensemble.tasks.robot.solver import VIEW_SETS, RobotSettings
 from ensemble.tasks.robot.spatial import HIDDEN_RULES
 
@@ -40,9 +39,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--segmenter-model", default="robot/segformer-tabletop",
                         help="SegFormer of the learned-segmenter systems: project checkpoint name or directory "
                         "(train it with `ensemble train robot-segmenter`)")
-    parser.add_argument("--segmenter-mug-bias", type=float, default=MUG_BIAS,
-                        help="logit bias of the SegFormer's mug classes (a pixel nearly as mug-like as bowl-like "
-                        f"goes to the mug; default {MUG_BIAS:g}, chosen on validation renders; 0: none)")
 
 
 def solver_spec(args: argparse.Namespace) -> Any:
@@ -51,7 +47,6 @@ def solver_spec(args: argparse.Namespace) -> Any:
 
     return SolverSpec("robot", {}, {"views": args.views, "candidates": args.candidates, "iterations": args.iterations,
                                     "max_steps": args.max_steps, "segmenter_model": args.segmenter_model,
-                                    "segmenter_mug_bias": args.segmenter_mug_bias,
                                     "cem_distribution": args.cem_distribution, "cem_explore": args.cem_explore,
                                     "relation_margin": args.relation_margin, "stable_placement": args.stable_placement,
                                     "hidden_under_stack": args.hidden_under_stack, "lookahead": args.lookahead,

@@ -9,9 +9,6 @@ segmenter of the view scorers.
 
 At inference the per-pixel argmax is taken over background and the scene's own objects only (the robot
 knows which objects it was asked to arrange), and all candidates of a round are segmented in one batch.
-A mug bias (:data:`MUG_BIAS`) is added to the mug classes' logits first: the trained model gives a mug's
-pixels to the same-colour bowl more often than the reverse, and the bias, measured on validation renders
-(scene seeds 4,000,000+, disjoint from training, held-out and evaluation seeds), evens that out (README).
 """
 
 from __future__ import annotations
@@ -30,10 +27,6 @@ CHECKPOINT = "robot/segformer-tabletop"
 KIND_WORDS = ("bowl", "mug")
 CLASSES: tuple[str, ...] = ("background", *(f"{c} {k}" for c in OBJECT_COLOURS for k in KIND_WORDS))
 """Class 0 is background; class ``i`` > 0 is an object name."""
-MUG_CLASSES: tuple[int, ...] = tuple(i for i, c in enumerate(CLASSES) if c.endswith(" mug"))
-"""Class indices of the mugs."""
-MUG_BIAS = 0.0
-"""Default logit bias of the mug classes (:class:`SegformerSegmenter`); chosen on validation renders."""
 
 
 def preload() -> None:
@@ -82,13 +75,6 @@ def upsampled_logits(model: Any, pixels: Any) -> Any:
     return F.interpolate(logits, size=pixels.shape[-2:], mode="bilinear", align_corners=False)
 
 
-def add_mug_bias(logits: Any, bias: float) -> Any:
-    """``(B, C, H, W)`` logits with ``bias`` added to the mug classes (:data:`MUG_CLASSES`), in place."""
-    if bias:
-        logits[:, list(MUG_CLASSES)] += bias
-    return logits
-
-
 def find_segmenter_checkpoint(name_or_dir: str | Path) -> Path:
     """The directory of a trained segmenter: a local directory, else the project checkpoint of that name.
 
@@ -121,13 +107,10 @@ class SegformerSegmenter(Segmenter):
         model: project checkpoint name (default :data:`CHECKPOINT`), a checkpoint directory, or ``"tiny"``
             (an untrained tiny model built from its config, seed 0: tests).
         module: an already built model (tests, training); overrides ``model``.
-        mug_bias: added to the mug classes' logits before the argmax (:data:`MUG_BIAS`): a pixel the model
-            finds nearly as mug-like as bowl-like goes to the mug.
     """
 
-    def __init__(self, model: str | Path = CHECKPOINT, module: Any = None, mug_bias: float = MUG_BIAS) -> None:
+    def __init__(self, model: str | Path = CHECKPOINT, module: Any = None) -> None:
         self.model_name = str(model)
-        self.mug_bias = float(mug_bias)
         self._model = module
         preload()
 
@@ -152,7 +135,7 @@ class SegformerSegmenter(Segmenter):
 
         model = self.load()
         with torch.no_grad():
-            logits = add_mug_bias(upsampled_logits(model, to_pixels(images)), self.mug_bias)
+            logits = upsampled_logits(model, to_pixels(images))
         if allowed is not None:
             keep = torch.zeros(logits.shape[1], dtype=torch.bool)
             keep[0] = True

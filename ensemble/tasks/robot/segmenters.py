@@ -220,19 +220,15 @@ class PretrainedSegmenter(Segmenter):
         return out
 
 
-def make_segmenter(name: str | Segmenter, mug_bias: float | None = None) -> Segmenter:
+def make_segmenter(name: str | Segmenter) -> Segmenter:
     """``"learned"`` (the trained SegFormer), ``"simulator"``, ``"colour"``, a :class:`Segmenter`, a
-    SegFormer checkpoint (``"segformer:<name or directory>"``), or a pre-trained model name / directory.
-
-    ``mug_bias``: the SegFormer's mug-logit bias (``None``: its default,
-    :data:`~ensemble.tasks.robot.segformer.MUG_BIAS`); other segmenters ignore it."""
+    SegFormer checkpoint (``"segformer:<name or directory>"``), or a pre-trained model name / directory."""
     if isinstance(name, Segmenter):
         return name
     if name == "learned" or name.startswith("segformer:"):
-        from ensemble.tasks.robot.segformer import CHECKPOINT, MUG_BIAS, SegformerSegmenter
+        from ensemble.tasks.robot.segformer import CHECKPOINT, SegformerSegmenter
 
-        model = name.removeprefix("segformer:") if name != "learned" else CHECKPOINT
-        return SegformerSegmenter(model, mug_bias=MUG_BIAS if mug_bias is None else mug_bias)
+        return SegformerSegmenter(name.removeprefix("segformer:") if name != "learned" else CHECKPOINT)
     if name == "simulator":
         return SimulatorSegmenter()
     if name in ("colour", "color"):

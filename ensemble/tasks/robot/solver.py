@@ -18,7 +18,6 @@ from ensemble.contracts import ContextError, Item, Solver, Task, make_row
 from ensemble.eval.seeds import run_seed
 from ensemble.eval.table import markdown_table, mean_ci
 from ensemble.results import config_hash
-from ensemble.tasks.robot.segformer import MUG_BIAS
 
 VIEW_SETS: dict[int, tuple[str, ...]] = {
     1: ("front",),
@@ -101,9 +100,6 @@ class RobotSettings:
         threads: torch CPU threads of the solver's process (the learned segmenter); not part of the hash.
         segmenter_model: the learned systems' SegFormer: a project checkpoint name, a directory, or
             ``"tiny"`` (an untrained tiny model built from its config: tests and ``--tiny`` runs).
-        segmenter_mug_bias: logit bias of the SegFormer's mug classes (a mug's pixels it finds nearly as
-            bowl-like go to the mug; :data:`~ensemble.tasks.robot.segformer.MUG_BIAS`, chosen on validation
-            renders, README); part of the hash when not 0.
     """
 
     views: int = 3
@@ -114,7 +110,6 @@ class RobotSettings:
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     frames: bool = False
     segmenter_model: str = "robot/segformer-tabletop"
-    segmenter_mug_bias: float = MUG_BIAS
     cem_distribution: str = "elites"
     cem_explore: float = 0.25
     relation_margin: float = 0.08
@@ -148,7 +143,7 @@ def build(config: RobotConfig, settings: RobotSettings, executor: Any = None) ->
     from ensemble.tasks.robot.task import view_scorers
 
     name = f"segformer:{settings.segmenter_model}" if config.segmenter == "learned" else config.segmenter
-    segmenter = make_segmenter(name, settings.segmenter_mug_bias)  # one instance: the scorers' and the proposals' eyes
+    segmenter = make_segmenter(name)  # one instance: the scorers' and the proposals' eyes
     if config.scorer == "oracle":
         scorers = {"oracle": SCORERS.make("oracle_relations")}
     elif config.scorer == "photo":
@@ -210,8 +205,6 @@ class RobotSolver(Solver):
 
             model = self.settings.segmenter_model
             budget["segmenter"] = f"{model}@{checkpoint_fingerprint(model)}" if model != "tiny" else "tiny"
-            if self.settings.segmenter_mug_bias:  # absent when 0: earlier rows keep theirs
-                budget["segmenter"] += f"+mug{self.settings.segmenter_mug_bias:g}"
         return config_hash({"task": spec, "config": asdict(config), **budget})
 
     def _system(self, system: str) -> tuple[Any, Any]:
