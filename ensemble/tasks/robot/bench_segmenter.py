@@ -18,12 +18,14 @@ from typing import Any
 
 import numpy as np
 
+from ensemble.tasks.robot.segformer import CHECKPOINT
+
 HELP = "segmenters' IoU per class on the same held-out renders (plain and hard scenes)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of ``ensemble bench robot-segmenter``."""
-    parser.add_argument("--models", default="robot/segformer-tabletop",
+    parser.add_argument("--models", default=CHECKPOINT,
                         help="comma-separated SegFormer checkpoint names or directories, or 'colour'")
     parser.add_argument("--heldout-scenes", type=int, default=150, help="held-out scenes per set (x4 cameras)")
 

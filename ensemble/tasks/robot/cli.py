@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ensemble.tasks.robot.segformer import CHECKPOINT
 from ensemble.tasks.robot.solver import VIEW_SETS, RobotSettings
 from ensemble.tasks.robot.spatial import HIDDEN_RULES
 
@@ -36,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-hidden-under-stack", dest="hidden_under_stack", action="store_const", const="off",
                         help="the same as --hidden-under-stack off (the second pass's scorer)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads of each solver process")
-    parser.add_argument("--segmenter-model", default="robot/segformer-tabletop",
+    parser.add_argument("--segmenter-model", default=CHECKPOINT,
                         help="SegFormer of the learned-segmenter systems: project checkpoint name or directory "
                         "(train it with `ensemble train robot-segmenter`)")
 

@@ -21,8 +21,9 @@ import numpy as np
 from ensemble.tasks.robot.segmenters import OBJECT_COLOURS, Segmenter
 from ensemble.tasks.robot.world_model import Outcome
 
-CHECKPOINT = "robot/segformer-tabletop"
-"""Project checkpoint name of the trained segmenter."""
+CHECKPOINT = "robot/segformer-tabletop-6k"
+"""Project checkpoint name of the trained segmenter (6,000 steps; the earlier ``robot/segformer-tabletop`` had
+2,000 and confused same-colour mugs and bowls: README, issue 15)."""
 
 KIND_WORDS = ("bowl", "mug")
 CLASSES: tuple[str, ...] = ("background", *(f"{c} {k}" for c in OBJECT_COLOURS for k in KIND_WORDS))
@@ -94,7 +95,7 @@ def find_segmenter_checkpoint(name_or_dir: str | Path) -> Path:
             where = f"{local} holds no config.json"
         raise FileNotFoundError(
             f"no segmenter checkpoint {str(name_or_dir)!r} ({where}); "
-            "train it with `ensemble train robot-segmenter` (about 10 minutes on one CPU thread) or pass "
+            "train it with `ensemble train robot-segmenter` (about 40 minutes on one CPU thread) or pass "
             "a directory written by it"
         )
     return found

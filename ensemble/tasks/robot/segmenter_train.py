@@ -38,7 +38,8 @@ class SegmenterTrainConfig:
     Attributes:
         scenes: training scenes rendered (each seen by every camera).
         heldout_scenes: held-out scenes for the IoU report.
-        steps: optimiser steps.
+        steps: optimiser steps (6,000: the held-out mIoU rose from 0.758 at 2,000 to 0.906, the same-colour
+            mug/bowl confusion most; README, issue 15).
         batch_size: images per step.
         lr: peak learning rate (linear warm-up, cosine decay).
         size: model size of :func:`~ensemble.tasks.robot.segformer.segformer_config`.
@@ -57,7 +58,7 @@ class SegmenterTrainConfig:
 
     scenes: int = 1500
     heldout_scenes: int = 150
-    steps: int = 2000
+    steps: int = 6000
     batch_size: int = 32
     lr: float = 3e-3
     size: str = "small"

@@ -18,6 +18,7 @@ from ensemble.contracts import ContextError, Item, Solver, Task, make_row
 from ensemble.eval.seeds import run_seed
 from ensemble.eval.table import markdown_table, mean_ci
 from ensemble.results import config_hash
+from ensemble.tasks.robot.segformer import CHECKPOINT
 
 VIEW_SETS: dict[int, tuple[str, ...]] = {
     1: ("front",),
@@ -109,7 +110,7 @@ class RobotSettings:
     env_id: str = "envs:Tabletop-Relations-v0"
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     frames: bool = False
-    segmenter_model: str = "robot/segformer-tabletop"
+    segmenter_model: str = CHECKPOINT
     cem_distribution: str = "elites"
     cem_explore: float = 0.25
     relation_margin: float = 0.08
