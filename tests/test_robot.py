@@ -339,3 +339,21 @@ def test_lookahead_plans_two_actions_and_carries_the_second():
         gen.close()
     with pytest.raises(ValueError, match="lookahead"):
         MPCGenerator(ENV_ID, lookahead=0.5, distribution="gaussian")
+
+
+def test_every_perception_variant_runs_with_either_planner():
+    from ensemble.registry import TASKS
+    from ensemble.tasks.robot.serve import DEFAULT_PHOTO_SYSTEM, DEFAULT_SYSTEM
+    from ensemble.tasks.robot.solver import DEFAULT_PLANNER, PLANNERS, RobotSettings, RobotSolver
+
+    solver = RobotSolver(TASKS.make("robot"), RobotSettings(segmenter_model="tiny"))
+    prefixes = ("3views", "1view", "oracle", "3views-colour", "3views-simseg", "3views-photo")
+    assert set(solver.systems()) == {f"{p}-{m}" for p in prefixes for m in PLANNERS}
+    for prefix in prefixes:  # the planner is the config's method and enters the config hash
+        configs = [solver.configs[f"{prefix}-{m}"] for m in PLANNERS]
+        assert [c.method for c in configs] == list(PLANNERS) and len({solver.config_hash(c.name) for c in configs}) == 2
+    rows = solver.default_systems()
+    assert DEFAULT_PLANNER == "cem" and rows[0] == DEFAULT_SYSTEM == "3views-cem" and DEFAULT_PHOTO_SYSTEM == "3views-photo-cem"
+    assert {"3views-random", "1view-random", "oracle-cem"} <= set(rows) and not any("colour" in r for r in rows)
+    with pytest.raises(ValueError, match="valid: 3views-cem"):
+        solver.check_systems(["oracle-shooting"])

@@ -63,12 +63,13 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--goal", default=None, help='e.g. "red bowl on top of blue mug; green mug left of red bowl" '
                         "(default: sampled from --scene-seed)")
     parser.add_argument("--goal-image", default=None, help="the goal as a photo of the desired arrangement (PNG/JPEG "
-                        "from --goal-camera); scored by comparing segmented layouts (default system 3views-photo-cem)")
+                        "from --goal-camera); scored by comparing segmented layouts (default system 3views-photo-<default planner>)")
     parser.add_argument("--goal-camera", default="front", help="camera the --goal-image was taken from")
     parser.add_argument("--save-goal-image", default=None, help="write the scene's goal arrangement as seen by "
                         "--goal-camera to this file (a photo goal for --goal-image) and exit")
     parser.add_argument("--scene-seed", type=int, default=0, help="seed of the scene")
-    parser.add_argument("--system", default=None, help="e.g. 3views-cem (default), 1view-cem, oracle-cem, 3views-random")
+    parser.add_argument("--system", default=None, help="e.g. 3views-cem, 3views-random, 1view-random, oracle-cem "
+                        "(default: the first table row, 3views-<default planner>)")
     parser.add_argument("--seed", type=int, default=0, help="planner seed")
     parser.add_argument("--out", default="episode.gif", help="image strip (.png) or animation (.gif) of the views")
     parser.add_argument("--ray", action="store_true", help="shard rollouts over Ray environment actors")
@@ -81,14 +82,14 @@ def run(args: argparse.Namespace) -> int:
     from ensemble.contracts import Item
     from ensemble.media import save_strip
     from ensemble.registry import TASKS
-    from ensemble.tasks.robot.solver import RobotSettings, RobotSolver, episode_frames
+    from ensemble.tasks.robot.solver import DEFAULT_PLANNER, RobotSettings, RobotSolver, episode_frames
 
     task = TASKS.make("robot")
     spec = solver_spec(args)
     factory = args.rollout_executor_factory(args.runners) if args.ray else None
     solver = RobotSolver(task, RobotSettings(**spec.settings), executor_factory=factory)
     photo = args.goal_image is not None
-    system = args.system or (f"{spec.settings['views']}views-photo-cem" if photo else solver.default_systems()[0])
+    system = args.system or (f"{spec.settings['views']}views-photo-{DEFAULT_PLANNER}" if photo else solver.default_systems()[0])
     solver.check_systems([system])
     context = {"scene_seed": args.scene_seed, **({"goal": args.goal} if args.goal else {})}
     item = Item("cli", context, True, {"index": 0})

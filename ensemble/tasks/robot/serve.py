@@ -15,10 +15,11 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
 from ensemble.tasks.robot.goal_photo import MAX_PHOTO_BYTES
+from ensemble.tasks.robot.solver import DEFAULT_PLANNER
 
-DEFAULT_SYSTEM = "3views-cem"
+DEFAULT_SYSTEM = f"3views-{DEFAULT_PLANNER}"
 """The system of a request that names none (text goal)."""
-DEFAULT_PHOTO_SYSTEM = "3views-photo-cem"
+DEFAULT_PHOTO_SYSTEM = f"3views-photo-{DEFAULT_PLANNER}"
 """The system of a photo-goal request that names none."""
 
 
@@ -30,8 +31,8 @@ class RobotRequest(BaseModel):
     goal: StrictStr | None = Field(None, max_length=1000, description='e.g. "red bowl on top of blue mug; green mug '
                                    'left of red bowl" (parsed by the environment); empty: sampled from scene_seed')
     scene_seed: StrictInt = Field(0, ge=0, le=2**31 - 1, description="seed of the scene (objects and their places)")
-    system: StrictStr | None = Field(None, max_length=64, description="a robot system, e.g. 3views-cem, 1view-cem, "
-                                     f"oracle-cem, 3views-photo-cem; default {DEFAULT_SYSTEM} "
+    system: StrictStr | None = Field(None, max_length=64, description="a robot system, e.g. 3views-cem, 3views-random, "
+                                     f"1view-cem, oracle-cem, 3views-photo-cem; default {DEFAULT_SYSTEM} "
                                      f"({DEFAULT_PHOTO_SYSTEM} with a goal photo)")
     seed: StrictInt = Field(0, ge=0, le=2**31 - 1, description="evaluation seed (planner sampling)")
     goal_image_base64: StrictStr | None = Field(

@@ -1,11 +1,12 @@
 """The robot solver: named systems (views × scorer × planner), one episode per call.
 
-A system is one row of the results table, e.g. ``3views-cem`` (one ``view_relations`` scorer per
-camera, summed, CEM, every view segmented from RGB by the learned SegFormer), ``1view-cem``,
-``oracle-cem`` (ground-truth relations), ``3views-random`` (random shooting), ``3views-colour-cem``
-(colour rules instead of the learned segmenter), ``3views-simseg-cem`` (the simulator's segmentation
-render: the upper bound of perception). The planner's object-centric proposals are located with the
-system's own segmenter. The solver opens one MPC generator per system on first use and keeps it.
+A system is one row of the results table, ``<perception>-<planner>``: the perception is ``3views`` (one
+``view_relations`` scorer per camera, summed, every view segmented from RGB by the learned SegFormer),
+``1view``, ``oracle`` (ground-truth relations), ``3views-colour`` (colour rules instead of the learned
+segmenter), ``3views-simseg`` (the simulator's segmentation render: the upper bound of perception) or
+``3views-photo`` (the goal as photos); the planner is ``cem`` or ``random`` (random shooting), e.g.
+``3views-cem``, ``1view-random``. The planner's object-centric proposals are located with the system's own
+segmenter. The solver opens one MPC generator per system on first use and keeps it.
 """
 
 from __future__ import annotations
@@ -56,19 +57,25 @@ class RobotConfig:
         return VIEW_SETS[1] if self.scorer == "oracle" else VIEW_SETS[self.views]
 
 
+PLANNERS: tuple[str, ...] = ("cem", "random")
+"""The planners every system comes with (its name's last part): CEM or random shooting."""
+DEFAULT_PLANNER = "cem"
+"""The planner of the table's rows and of a request that names no system (chosen on tuning seeds, README)."""
+
+
 def standard_configs(views: int) -> dict[str, RobotConfig]:
-    """The compared systems, by name."""
-    return {
-        f"{views}views-cem": RobotConfig(f"{views}views-cem", views, "views", "cem"),
-        "1view-cem": RobotConfig("1view-cem", 1, "views", "cem"),
-        "oracle-cem": RobotConfig("oracle-cem", views, "oracle", "cem", "simulator"),
-        f"{views}views-random": RobotConfig(f"{views}views-random", views, "views", "random"),
-        "1view-random": RobotConfig("1view-random", 1, "views", "random"),
-        f"{views}views-colour-cem": RobotConfig(f"{views}views-colour-cem", views, "views", "cem", "colour"),
-        f"{views}views-simseg-cem": RobotConfig(f"{views}views-simseg-cem", views, "views", "cem", "simulator"),
-        f"{views}views-photo-cem": RobotConfig(f"{views}views-photo-cem", views, "photo", "cem"),
-        f"{views}views-simseg-random": RobotConfig(f"{views}views-simseg-random", views, "views", "random", "simulator"),
+    """The compared systems, by name: every perception variant with every planner, the default planner's first."""
+    variants = {  # name prefix: (views, scorer, segmenter)
+        f"{views}views": (views, "views", "learned"),
+        "1view": (1, "views", "learned"),
+        "oracle": (views, "oracle", "simulator"),
+        f"{views}views-colour": (views, "views", "colour"),
+        f"{views}views-simseg": (views, "views", "simulator"),
+        f"{views}views-photo": (views, "photo", "learned"),
     }
+    planners = sorted(PLANNERS, key=lambda m: m != DEFAULT_PLANNER)
+    return {f"{prefix}-{m}": RobotConfig(f"{prefix}-{m}", n, scorer, m, segmenter)
+            for m in planners for prefix, (n, scorer, segmenter) in variants.items()}
 
 
 @dataclass
@@ -181,8 +188,11 @@ class RobotSolver(Solver):
         return list(self.configs)
 
     def default_systems(self) -> list[str]:
-        """Every system but the colour-segmentation and simulator-segmentation random-shooting ones (run them by name)."""
-        return [n for n in self.configs if "colour" not in n and "simseg-random" not in n]
+        """The table's rows: every system with the default planner but the colour rules, and the learned 3-view
+        and 1-view rows of the other planner (run the rest by name)."""
+        views = self.settings.views
+        rows = [n for n, c in self.configs.items() if c.method == DEFAULT_PLANNER and c.segmenter != "colour"]
+        return rows + [f"{p}-{m}" for m in PLANNERS if m != DEFAULT_PLANNER for p in (f"{views}views", "1view")]
 
     def config_hash(self, system: str) -> str:
         self.check_systems([system])
@@ -234,7 +244,7 @@ class RobotSolver(Solver):
         self.check_systems([system])
         if isinstance(item.context, dict) and "goal_views" in item.context and self.configs[system].scorer != "photo":
             raise ContextError(f"system {system!r} takes the goal as text; a goal photo needs a photo system, "
-                               f"e.g. {self.settings.views}views-photo-cem")
+                               f"e.g. {self.settings.views}views-photo-{DEFAULT_PLANNER}")
         generator, ensemble = self._system(system)
         t0 = time.perf_counter()
         seed_run = run_seed(seed, item)
