@@ -12,8 +12,9 @@ of each on the first question), and prints a Markdown table (s / question, score
 slowdown vs the LM alone, correct).
 
 With ``--reference`` it also times both guided decoders on the *reference text path* (each CLIP embeds its new
-candidate texts as one padded batch, ``grouped_text=False``; its own CLIPs and text caches, so both paths see the
-same texts), and reports each guided decoder's speed-up over it and on how many questions the two answered alike:
+candidate texts as one padded batch, ``grouped_text=False``), every guided decoder then on its own copy of the CLIPs
+(its own text cache, as when one system is evaluated, so no decoder's cost depends on who went first), and reports
+each guided decoder's speed-up over its reference and on how many questions the two answered alike:
 
     ensemble bench video_qa --n 12 --source easyvqa
     ensemble bench video_qa --n 3 --source tabletop --beam 5 --reference --threads 1   # top-512 × 5 beams
@@ -64,11 +65,11 @@ def solvers(args: argparse.Namespace) -> dict[str, object]:
     out = {"zerocap": zerocap,
            "magic": VideoQASolver(dataclasses.replace(spec, mode="magic"), task, lm=lm_pair, scorers=zerocap.scorers),
            "lm": VideoQASolver(spec, task, lm=lm_pair, scorers=zerocap.scorers)}
-    if getattr(args, "reference", False):
+    if getattr(args, "reference", False):  # every guided decoder on its own CLIPs: its own text cache, as in an eval
+        out["magic"] = VideoQASolver(dataclasses.replace(spec, mode="magic"), task, lm=lm_pair)
         ref = dataclasses.replace(spec, clips={n: {**kw, "grouped_text": False} for n, kw in spec.clips.items()})
-        scorers = VideoQASolver(ref, task, lm=lm_pair).scorers
         for name, mode in REFERENCE.items():
-            out[name] = VideoQASolver(dataclasses.replace(ref, mode=mode), task, lm=lm_pair, scorers=scorers)
+            out[name] = VideoQASolver(dataclasses.replace(ref, mode=mode), task, lm=lm_pair)
     return out
 
 
