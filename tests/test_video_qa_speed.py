@@ -23,7 +23,7 @@ def _models():
 
 
 @pytest.mark.parametrize("chunk", [2, 64])
-def test_grouped_text_encoding_equals_one_padded_batch_and_runs_no_padding(chunk):
+def test_grouped_text_encoding_equals_one_padded_batch_over_several_length_groups(chunk):
     from ensemble.tasks.video_qa.video_clip import _causal_clip, encode_texts, text_lengths
 
     for name, (model, tok) in _models().items():
@@ -110,3 +110,15 @@ def test_bench_reference_times_both_text_paths_side_by_side_and_counts_equal_ans
     for fast in ("ZeroCap (context gradient)", "MAGIC-style (rerank)"):
         assert float(lines[fast][5]) > 0 and lines[fast][6] == "2/2"  # a speed-up, and the same answers
     assert all(v[0] == "2" for v in lines.values())
+
+
+def test_texts_with_equal_tokens_get_one_embedding_and_a_causal_clip_runs_no_padding():
+    from ensemble.tasks.video_qa.video_clip import encode_texts, text_lengths
+
+    model, tok = _models()["tiny-clip"]
+    tokens = tok(TEXTS)
+    assert int(text_lengths(model, tokens).max()) < tokens.shape[1]  # the 77-token context is cut to the texts
+    twice = torch.cat([tokens, tokens[:3]])
+    with torch.no_grad():
+        got = encode_texts(model, twice, chunk=2)
+    assert torch.equal(got[len(TEXTS):], got[:3])  # exact ties stay exact ties
